@@ -1,0 +1,147 @@
+"""Shared base config. Each experiment config imports `get_base_config` and overrides fields.
+
+Sections (stable names, used by main.py, the trainers and the evaluation):
+  model       the GliTr architecture (glitr_jax.models.config)
+  data        dataset, splits, input pipeline and augmentation
+  loss        loss-term weights (ablations set a weight to 0) and label smoothing
+  optim       per-module AdamW learning rates (Tf, Tc, Tl), floors, warm-up, weight decay
+  offline     the offline model behind the teacher's L_dist (VideoMAE)
+  init        where a teacher's weights start from
+  eval        evaluation: strategies, seeds, early exit, pictures
+  mesh        device mesh
+  checkpoint  orbax checkpointing
+Batch sizes are global (summed over all devices of all hosts).
+"""
+
+import ml_collections
+
+from glitr_jax.models import config as model_config_lib
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses a `:key=value,key2=value2` config argument (big_vision style) into typed fields.
+
+  A bare word (`:teacher`) sets the first default key. Values take the type of their default.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return out
+  first = next(iter(defaults)) if defaults else None
+  for item in arg.split(','):
+    if not item:
+      continue
+    key, _, value = item.partition('=')
+    if not _:
+      key, value = first, item
+    if key not in defaults:
+      raise ValueError(f'Unknown config argument {key!r}; known: {sorted(defaults)}')
+    kind = type(defaults[key])
+    if kind is bool:
+      out[key] = value.lower() in ('1', 'true', 'yes')
+    else:
+      out[key] = kind(value)
+  return out
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Fields every experiment has; the values are those of the SSv2 student unless noted."""
+  c = ml_collections.ConfigDict()
+  c.stage = 'student'  # 'teacher' | 'student'
+  c.seed = 0
+
+  c.model = model_config_lib.get_model_config()
+
+  # --- Data (glitr_jax.data). ---
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'something_something_v2'  # | 'jester' | 'video_folder' | 'glitr_synthetic'
+  c.data.data_dir = ''  # TFDS data_dir ('' = TFDS's default, ~/tensorflow_datasets)
+  c.data.manual_dir = ''  # where the raw release lies (only needed to prepare the dataset)
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+  c.data.worker_count = 8  # grain worker processes per host (0 = in the main process)
+  c.data.prefetch = 2  # batches buffered per worker
+  c.data.skip_bad_videos = False  # True: skip corrupt videos while preparing, and report them
+  c.data.offline_logits = ''  # .npz of precomputed offline-model logits joined by video id
+  c.data.eval_short_side = 256  # eval: resize the short side to this, then centre-crop image_size
+  c.data.augment = ml_collections.ConfigDict()
+  c.data.augment.rand_augment = 'rand-m7-n4-mstd0.5-inc1'  # '' switches RandAugment off
+  c.data.augment.random_resized_crop = True
+  c.data.augment.scale = (0.08, 1.0)
+  c.data.augment.ratio = (3.0 / 4.0, 4.0 / 3.0)
+  c.data.augment.random_erasing = 0.0  # probability (cube mode); teachers use 0.25
+  # Mixup / CutMix (batch mode, on device in the train step); 0 switches each off.
+  c.data.augment.mixup = 0.0
+  c.data.augment.cutmix = 0.0
+  c.data.augment.mixup_prob = 1.0
+  c.data.augment.mixup_switch_prob = 0.5
+
+  # --- Losses (DESIGN.md section 2); every weight is 1 in the paper. ---
+  c.loss = ml_collections.ConfigDict()
+  c.loss.ce = 1.0
+  c.loss.spatial = 1.0  # MSE between glimpse features and the teacher's frame features
+  c.loss.temporal = 1.0  # KL between glimpse logits and the teacher's logits
+  c.loss.dist = 0.0  # teacher only: KL(y~_T, offline logits)
+  c.loss.label_smoothing = 0.1
+
+  # --- Optimisation (DESIGN.md section 3). lr = base * batch_size / 128. ---
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr_tf = 1e-5
+  c.optim.lr_tc = 1e-5
+  c.optim.lr_tl = 1e-5
+  c.optim.min_lr_tf = 1e-7
+  c.optim.min_lr_tc = 1e-6
+  c.optim.min_lr_tl = 1e-6
+  c.optim.warmup_epochs_tf = 0.0
+  c.optim.warmup_epochs_tc = 0.0
+  c.optim.warmup_epochs_tl = 0.0
+  c.optim.warmup_lr = 1e-6  # absolute start of a warm-up (timm's warmup_lr)
+  c.optim.weight_decay = 0.05
+  c.optim.decay_mask = False  # True: spare embeddings, biases and norms (off in the paper)
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.grad_clip_norm = 0.0  # 0 = no clipping
+
+  c.batch_size = 360
+  c.num_epochs = 100.0
+  c.num_train_steps = -1  # > 0 wins over num_epochs
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  c.eval_every_steps = 5000
+  c.donate = True  # donate the train state's buffers to the step
+
+  # --- Weights a run starts from. ---
+  c.teacher_checkpoint = ''  # student: teacher workdir, orbax checkpoint, or official .pth/.npz
+  c.init = ml_collections.ConfigDict()
+  c.init.backbone = ''  # teacher: ImageNet ViT-S/16 state dict (timm / DeiT / iBOT naming)
+  c.init.checkpoint = ''  # teacher: a GliTr teacher to start from (Jester from SSv2)
+  c.init.drop_classifier = False  # drop temporal_head.head.* of init.checkpoint
+  c.init.temporal_stride = 1  # subsample the temporal embeddings [::stride]
+
+  # --- The offline model behind L_dist (teacher, SSv2). ---
+  c.offline = ml_collections.ConfigDict()
+  c.offline.model = ''  # '' | 'videomae'
+  c.offline.checkpoint = ''  # official VideoMAE fine-tuned .pth / .npz
+  c.offline.mode = 'on_the_fly'  # | 'precomputed' (reads data.offline_logits)
+
+  # --- Evaluation (main.py --mode=evaluate, and periodic evaluation while training). ---
+  c.eval_checkpoint = ''  # '' = the newest checkpoint in the workdir
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 64
+  c.eval.strategies = ('glitr', 'uniform', 'gaussian', 'center', 'bottom_left', 'teacher')
+  c.eval.num_seeds = 3  # seeds for the random strategies
+  c.eval.gammas = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
+  c.eval.num_pictures = 4
+  c.eval.max_examples = -1  # > 0: evaluate on the first N examples only (quick looks)
+
+  # --- Devices. ---
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # size of the data axis (-1 = every device)
+  c.mesh.param_sharding = 'replicated'  # room for FSDP-style sharding later
+
+  # --- Checkpoints (orbax). ---
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.keep = 3
+  c.checkpoint.keep_best = True  # also keep the best by validation accuracy at t = T
+  c.checkpoint.async_save = True
+  return c

@@ -1,0 +1,1 @@
+"""GliTr's modules: the spatial ViT (Tf), the causal temporal transformers (Tc, Tl), and GliTr."""
