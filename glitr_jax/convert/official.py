@@ -1,0 +1,156 @@
+"""Official GliTr checkpoints (facebookresearch/GliTr) <-> glitr-jax parameters.
+
+The official file is `torch.save({'model': state_dict, 'optimizerB': ..., ...})` with keys
+(DESIGN.md section 1) `backbone.*` (Tf), `temporal_head.*` (Tc) and `temploc_head.*` (Tl). Every key
+maps to one parameter of `glitr_jax.models.glitr.GliTr` by a fixed rule:
+
+  backbone.blocks.3.attn.qkv.weight        (3D, D)      -> backbone/blocks_3/attn/qkv/kernel (D,3D)
+  backbone.patch_embed.proj.weight          (D, 3, p, p) -> backbone/patch_embed/kernel (p, p, 3, D)
+  backbone.norm.weight                      (D,)         -> backbone/norm/scale
+  temporal_head.patch_embed.embed_layer.0.* (Linear)     -> temporal_head/embed_proj/*
+  temporal_head.patch_embed.embed_layer.1.* (LayerNorm)  -> temporal_head/embed_norm/*
+  temploc_head.init_loc                     (1, 1, 2)    -> temploc_head/init_loc (2,)
+
+PyTorch Linear weights are (out, in) and become (in, out) kernels; the fused qkv keeps its q, k, v
+order along the output axis. The rule is applied to the parameter tree the model config defines, so
+the expected key set and shapes come from the config, and any difference is listed in the error.
+"""
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from glitr_jax.convert import common
+from glitr_jax.models import glitr
+
+Params = Any
+_CONV = 'patch_embed'  # the ViT's patch embedding: a PyTorch Conv2d
+
+
+def official_key(path: tuple[str, ...]) -> str:
+  """The official state-dict key of a parameter path, e.g. ('backbone', 'blocks_0', ...)."""
+  parts = []
+  for i, name in enumerate(path):
+    last = i == len(path) - 1
+    if name.startswith('blocks_'):
+      parts += ['blocks', name[len('blocks_') :]]
+    elif name == 'embed_proj':
+      parts.append('patch_embed.embed_layer.0')
+    elif name == 'embed_norm':
+      parts.append('patch_embed.embed_layer.1')
+    elif name == _CONV and path[0] == 'backbone':
+      parts.append('patch_embed.proj')
+    elif last and name in ('kernel', 'scale'):
+      parts.append('weight')
+    else:
+      parts.append(name)
+  return '.'.join(parts)
+
+
+def _is_conv(path: tuple[str, ...]) -> bool:
+  return path[0] == 'backbone' and _CONV in path and path[-1] == 'kernel'
+
+
+def to_torch_layout(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+  """A glitr-jax parameter in the official (PyTorch) layout."""
+  value = np.asarray(value)
+  if _is_conv(path):
+    return value.transpose(3, 2, 0, 1)  # (p, p, C, D) -> (D, C, p, p)
+  if path[-1] == 'kernel':
+    return value.T  # (in, out) -> (out, in)
+  if path[-1] == 'init_loc':
+    return value.reshape(1, 1, 2)
+  return value
+
+
+def to_flax_layout(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+  """An official (PyTorch) tensor in glitr-jax's layout; the inverse of `to_torch_layout`."""
+  value = np.asarray(value)
+  if _is_conv(path):
+    return value.transpose(2, 3, 1, 0)
+  if path[-1] == 'kernel':
+    return value.T
+  if path[-1] == 'init_loc':
+    return value.reshape(2)
+  return value
+
+
+def param_shapes(model_config: ml_collections.ConfigDict) -> dict[tuple[str, ...], tuple]:
+  model = glitr.GliTr.from_config(model_config)
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
+  return {tuple(k.key for k in path): leaf.shape for path, leaf in flat}
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
+  tree: dict = {}
+  for path, value in flat.items():
+    node = tree
+    for name in path[:-1]:
+      node = node.setdefault(name, {})
+    node[path[-1]] = value
+  return tree
+
+
+def expected_state_dict_shapes(model_config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """Official key -> PyTorch shape, for the model the config defines."""
+  out = {}
+  for path, shape in param_shapes(model_config).items():
+    dummy = np.empty(shape, np.float32)
+    out[official_key(path)] = to_torch_layout(path, dummy).shape
+  return out
+
+
+def from_state_dict(
+  state: Mapping[str, np.ndarray],
+  model_config: ml_collections.ConfigDict,
+  source: str = '<mapping>',
+) -> Params:
+  """Official state dict -> GliTr parameters (strict: every key, no extra, right shapes)."""
+  shapes = param_shapes(model_config)
+  expected = {
+    official_key(p): to_torch_layout(p, np.empty(s, np.float32)).shape for p, s in shapes.items()
+  }
+  common.check_keys(state, expected, source)
+  flat = {
+    path: jnp.asarray(to_flax_layout(path, state[official_key(path)]), jnp.float32)
+    for path in shapes
+  }
+  return _unflatten(flat)
+
+
+def to_state_dict(params: Params) -> dict[str, np.ndarray]:
+  """GliTr parameters -> official state dict (numpy arrays, PyTorch layouts)."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {
+    official_key(tuple(k.key for k in path)): to_torch_layout(
+      tuple(k.key for k in path), np.asarray(leaf)
+    )
+    for path, leaf in flat
+  }
+
+
+def load_official(
+  source: str | os.PathLike | Mapping[str, Any], model_config: ml_collections.ConfigDict
+) -> dict[str, Params]:
+  """Loads an official GliTr checkpoint.
+
+  Args:
+    source: a `.pth` file (`torch.save({'model': state_dict, ...})`, read weights-only; torch
+      needed), an `.npz` file of the state-dict keys, or a mapping of those keys to arrays.
+    model_config: the model config the checkpoint was trained with (glitr_jax.models.config).
+
+  Returns:
+    {'params': GliTr parameters}, ready for glitr_jax.inference.
+
+  Raises:
+    ValueError: listing every missing, unexpected and mis-shaped key.
+  """
+  name = '<mapping>' if isinstance(source, Mapping) else os.fspath(source)
+  state = common.read_state_dict(source)
+  return {'params': from_state_dict(state, model_config, name)}

@@ -1,0 +1,98 @@
+"""ImageNet ViT state dicts (timm / DeiT / iBOT naming) -> Tf's parameters.
+
+The paper's SSv2 teacher starts Tf from iBOT's ImageNet ViT-S/16. Those checkpoints store one
+position embedding `pos_embed` (1, 1 + G*G, D) whose first row belongs to the class token; GliTr
+keeps that row as `cls_embed` and the G x G patch grid as `pos_embed` (DESIGN.md section 1). A
+classification head (`head.*`), iBOT's `masked_embed` and DINO/iBOT projection heads are not part
+of Tf and are ignored; anything else unknown is an error.
+"""
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from glitr_jax.convert import common, official
+
+# Prefixes under which training frameworks nest the ViT (iBOT/DINO: 'backbone.', DDP: 'module.').
+_PREFIXES = ('module.', 'backbone.', 'encoder.')
+_IGNORED = ('head.', 'head_dist.', 'fc_norm.')
+
+
+def _strip_prefixes(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  state = dict(state)
+  changed = True
+  while changed and state:
+    changed = False
+    for prefix in _PREFIXES:
+      if 'cls_token' not in state and any(k == prefix + 'cls_token' for k in state):
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        changed = True
+  return state
+
+
+def _ignored(key: str) -> bool:
+  return key.startswith(_IGNORED) or key == 'masked_embed'
+
+
+def backbone_from_state_dict(
+  state: Mapping[str, np.ndarray], backbone_shapes: Mapping[tuple[str, ...], tuple], source: str
+) -> dict:
+  """timm-named ViT state dict -> the 'backbone' parameter subtree.
+
+  Args:
+    state: the state dict (keys `cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.N.*`,
+      `norm.*`).
+    backbone_shapes: path (without the leading 'backbone') -> shape, from the model config.
+    source: name for errors.
+  """
+  state = _strip_prefixes(state)
+  if 'pos_embed' in state:
+    pos = np.asarray(state['pos_embed'])
+    if pos.ndim != 3 or pos.shape[1] < 2:
+      raise ValueError(f'{source}: pos_embed has shape {pos.shape}, expected (1, 1 + G*G, D)')
+    state = dict(state)
+    state['cls_embed'] = pos[:, :1]
+    state['pos_embed'] = pos[:, 1:]
+  expected = {}
+  for path, shape in backbone_shapes.items():
+    full = ('backbone',) + path
+    key = official.official_key(full)[len('backbone.') :]
+    expected[key] = official.to_torch_layout(full, np.empty(shape, np.float32)).shape
+  common.check_keys(state, expected, source, ignore=_ignored)
+  out: dict = {}
+  for path in backbone_shapes:
+    full = ('backbone',) + path
+    key = official.official_key(full)[len('backbone.') :]
+    node = out
+    for name in path[:-1]:
+      node = node.setdefault(name, {})
+    node[path[-1]] = np.asarray(official.to_flax_layout(full, state[key]), np.float32)
+  return out
+
+
+def load_vit_backbone(
+  source: str | os.PathLike | Mapping[str, Any], model_config: ml_collections.ConfigDict
+) -> dict:
+  """Reads an ImageNet ViT checkpoint (.pth / .npz / mapping) into Tf's parameters.
+
+  Args:
+    source: the checkpoint; the state dict may be bare or under `model`/`state_dict`/..., and
+      nested under `backbone.`/`module.`.
+    model_config: the GliTr model config whose Tf the weights are for.
+
+  Returns:
+    The 'backbone' parameter subtree (numpy float32 arrays).
+
+  Raises:
+    ValueError: listing every missing, unexpected and mis-shaped key.
+  """
+  name = '<mapping>' if isinstance(source, Mapping) else os.fspath(source)
+  shapes = {
+    path[1:]: shape
+    for path, shape in official.param_shapes(model_config).items()
+    if path[0] == 'backbone'
+  }
+  return backbone_from_state_dict(common.read_state_dict(source), shapes, name)
