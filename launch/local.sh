@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Train or evaluate on this machine (CPU, one or several local GPUs, or a single-host TPU VM).
+#
+#   launch/local.sh configs/demo.py /tmp/glitr_demo
+#   launch/local.sh configs/ssv2_student.py /data/runs/ssv2_student --config.teacher_checkpoint=/data/runs/ssv2_teacher
+#   launch/local.sh configs/ssv2_student.py /data/runs/ssv2_student --mode=evaluate
+#
+# Creates .venv from requirements.txt on first use. Extra arguments go to main.py. All local
+# devices are used (JAX sees every GPU; restrict with CUDA_VISIBLE_DEVICES). On GPUs, install the
+# CUDA build of JAX once: .venv/bin/pip install "jax[cuda12]==0.10.2".
+set -euo pipefail
+if [[ $# -lt 2 ]]; then
+  echo "usage: $0 CONFIG WORKDIR [main.py flags...]" >&2
+  exit 2
+fi
+config=$1
+workdir=$2
+shift 2
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements.txt
+fi
+mkdir -p "$workdir"
+.venv/bin/python main.py --config="$config" --workdir="$workdir" "$@" 2>&1 | tee -a "$workdir/log.txt"
