@@ -43,6 +43,30 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
+GLIMPSE_PIXELS = (64, 96, 128)
+VARIANTS = {  # The paper's ablation (Fig. 8): which consistency terms the student uses.
+  'spatiotemporal': (1.0, 1.0),
+  'spatial': (1.0, 0.0),
+  'temporal': (0.0, 1.0),
+  'baseline': (0.0, 0.0),
+}
+
+
+def set_glimpse(c: ml_collections.ConfigDict, pixels: int) -> None:
+  """Glimpse side in pixels (64 / 96 / 128 in the paper) -> model.glimpse_patches."""
+  patch = c.model.patch_size
+  if pixels % patch:
+    raise ValueError(f'glimpse={pixels} px is not a whole number of {patch}-px patches')
+  c.model.glimpse_patches = pixels // patch
+
+
+def set_variant(c: ml_collections.ConfigDict, variant: str) -> None:
+  """Student loss variant: spatiotemporal | spatial | temporal | baseline (CE only)."""
+  if variant not in VARIANTS:
+    raise ValueError(f'variant={variant!r}; known: {sorted(VARIANTS)}')
+  c.loss.spatial, c.loss.temporal = VARIANTS[variant]
+
+
 def get_base_config() -> ml_collections.ConfigDict:
   """Fields every experiment has; the values are those of the SSv2 student unless noted."""
   c = ml_collections.ConfigDict()
