@@ -227,6 +227,14 @@ class GliTr:
     locations = jnp.concatenate([self.init_location(params, b)[:, None], preds[:, :-1]], axis=1)
     return {'logits': logits, 'features': feats, 'locations': locations}
 
+  def frame_targets(self, params: Params, frames_bthwc: jax.Array) -> dict[str, jax.Array]:
+    """A frozen teacher's consistency targets: full-frame logits and features (no Tl), eval mode."""
+    b, t = frames_bthwc.shape[:2]
+    feats = self.encode_frames(
+      params, frames_bthwc.reshape((b * t,) + frames_bthwc.shape[2:])
+    ).reshape(b, t, -1)
+    return {'logits': self.classify(params, feats), 'features': feats}
+
   # --- Student. ---
   def glimpse_features_at(
     self,

@@ -1,0 +1,1 @@
+"""Training: state and steps, checkpoints, initialisation, the loop."""
