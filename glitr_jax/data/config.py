@@ -1,0 +1,126 @@
+"""The data config: the `data` section of every experiment config (configs/common.py).
+
+Field names are a public contract: configs, `python -m glitr_jax.data.prepare` and the trainers use
+them. Modules never read the ConfigDict deep inside: `glitr_jax.data.pipeline` converts it once.
+"""
+
+import ml_collections
+
+DATASETS = ('something_something_v2', 'jester', 'video_folder', 'glitr_synthetic')
+
+
+def get_synthetic_config() -> ml_collections.ConfigDict:
+  """The `glitr_synthetic` benchmark's generator (glitr_jax/data/synthetic.py documents each knob).
+
+  The defaults make the demo: 64x64 frames, 8 frames, 8 classes (2 target identities x 4 motions),
+  4000 training and 1000 validation videos; it builds in seconds.
+  """
+  return ml_collections.ConfigDict(
+    dict(
+      frame_size=64,  # frames are frame_size x frame_size pixels
+      num_frames=8,  # frames per video
+      num_classes=8,  # = identities x num_motions
+      num_motions=4,  # 'right', 'left', 'down', 'up', 'clockwise', 'counterclockwise' (first N)
+      train_examples=4000,
+      validation_examples=1000,
+      seed=0,
+      # Difficulty knobs.
+      num_distractors=6,  # moving objects with the targets' colours but no marker
+      target_size=7,  # side of the target's (and distractors') square in pixels
+      speed=2.0,  # pixels per frame (each video draws 0.8-1.2x this)
+      noise=0.03,  # per-pixel Gaussian noise (std, intensities in [0, 1])
+      cue=0.3,  # brightness of the halo that leads to the target (0 switches the cue off)
+      cue_radius=40.0,  # the halo falls linearly to 0 at this distance (pixels)
+      texture=0.12,  # contrast of the static background texture
+    )
+  )
+
+
+def get_data_config(**overrides) -> ml_collections.ConfigDict:
+  """The data section's defaults (those of the SSv2 student).
+
+  Args:
+    **overrides: field values that replace the defaults (e.g. `name='jester'`).
+
+  Returns:
+    A ConfigDict; see the comments below for each field.
+  """
+  c = ml_collections.ConfigDict()
+  c.name = 'something_something_v2'  # | 'jester' | 'video_folder' | 'glitr_synthetic'
+  c.data_dir = ''  # TFDS data_dir ('' = TFDS's default, ~/tensorflow_datasets)
+  c.manual_dir = ''  # where the raw release lies (only needed to prepare the dataset)
+  c.train_split = 'train'
+  c.eval_split = 'validation'
+  c.worker_count = 8  # grain worker processes per host (0 = in the main process)
+  c.prefetch = 2  # batches buffered per worker
+  c.skip_bad_videos = False  # True: skip corrupt videos while preparing, and report them
+  c.offline_logits = ''  # .npz of precomputed offline-model logits joined by video id
+  c.eval_short_side = 256  # eval: resize the short side to this, then centre-crop image_size
+  # something_something_v2 only: stored frame height (TSM extracts at 256; 0 = as decoded).
+  c.frame_height = 256
+  # video_folder only: where the TSM frame-folder layout lies, relative to manual_dir.
+  c.video_folder = ml_collections.ConfigDict(
+    dict(
+      config_name='default',  # names the prepared dataset: data_dir/video_folder/<config_name>
+      frames_dir='',  # '' = 20bn-something-something-v2-frames/ or 20bn-jester-v1/
+      category_file='category.txt',
+      train_list='train_videofolder.txt',
+      val_list='val_videofolder.txt',
+      frame_template='',  # '' = detect {:06d}.jpg or {:05d}.jpg; else e.g. 'img_{:05d}.jpg'
+    )
+  )
+  c.synthetic = get_synthetic_config()
+  c.augment = ml_collections.ConfigDict()
+  c.augment.rand_augment = 'rand-m7-n4-mstd0.5-inc1'  # '' switches RandAugment off
+  c.augment.random_resized_crop = True  # False: training frames get the evaluation geometry
+  c.augment.scale = (0.08, 1.0)
+  c.augment.ratio = (3.0 / 4.0, 4.0 / 3.0)
+  c.augment.random_erasing = 0.0  # probability (cube mode); teachers use 0.25
+  # Mixup / CutMix (batch mode, on device in the train step); 0 switches each off.
+  c.augment.mixup = 0.0
+  c.augment.cutmix = 0.0
+  c.augment.mixup_prob = 1.0
+  c.augment.mixup_switch_prob = 0.5
+
+  unknown = set(overrides) - set(c.keys())
+  if unknown:
+    raise ValueError(f'Unknown data config field(s): {sorted(unknown)}; known: {sorted(c)}')
+  c.update(overrides)
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the `data.<field>` whose value is invalid."""
+
+  def check(ok: bool, field: str, value, why: str) -> None:
+    if not ok:
+      raise ValueError(f'data.{field}={value!r}: {why}')
+
+  check(config.name in DATASETS, 'name', config.name, f'must be one of {DATASETS}')
+  check(config.worker_count >= 0, 'worker_count', config.worker_count, 'must be >= 0')
+  check(config.prefetch >= 1, 'prefetch', config.prefetch, 'must be >= 1')
+  check(config.eval_short_side > 0, 'eval_short_side', config.eval_short_side, 'must be > 0')
+  check(config.frame_height >= 0, 'frame_height', config.frame_height, 'must be >= 0')
+  aug = config.augment
+  check(
+    0.0 < aug.scale[0] <= aug.scale[1] <= 1.0,
+    'augment.scale',
+    aug.scale,
+    'must be (min, max) with 0 < min <= max <= 1',
+  )
+  check(
+    0.0 < aug.ratio[0] <= aug.ratio[1],
+    'augment.ratio',
+    aug.ratio,
+    'must be (min, max) with 0 < min <= max',
+  )
+  check(
+    0.0 <= aug.random_erasing <= 1.0,
+    'augment.random_erasing',
+    aug.random_erasing,
+    'is a probability',
+  )
+  for field in ('mixup', 'cutmix'):
+    check(aug[field] >= 0.0, f'augment.{field}', aug[field], 'must be >= 0 (0 = off)')
+  for field in ('mixup_prob', 'mixup_switch_prob'):
+    check(0.0 <= aug[field] <= 1.0, f'augment.{field}', aug[field], 'is a probability')

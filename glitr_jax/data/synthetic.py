@@ -1,0 +1,373 @@
+"""`glitr_synthetic`: a procedural benchmark where WHERE one looks matters, built from a seed.
+
+Each video shows a small *target* among *distractors* on a textured background:
+
+* The target is a square split into two colours (left | right): its **identity** (e.g. red|blue).
+  It has a white outline, and a soft **halo** (a brightness cone, `cue`, falling to zero at
+  `cue_radius` pixels) surrounds it, so every glimpse sees which way the target lies.
+* The target **moves**: right, left, down, up, clockwise or counterclockwise (the first
+  `num_motions` of these), at `speed` pixels per frame (x0.8-1.2 per video), from a random place
+  that keeps its whole path inside the frame.
+* The class is (identity, motion): `label = identity * num_motions + motion`. Telling the motion
+  needs several frames, so accuracy grows with t.
+* `num_distractors` squares with the same colour patterns (in either orientation) and a dark
+  outline move in random directions and bounce off the borders: they carry no class information,
+  and only the marked target does.
+
+The identity can only be read from pixels near the target, which starts anywhere and moves: no
+fixed glimpse location sees it reliably, while a policy that follows the halo and then the target
+does. Per-pixel noise (`noise`) and a static texture (`texture`) keep the task from being a
+threshold. Every video is drawn from its own seeded generator ([seed, split, index]), so a dataset
+is a pure function of its parameters, and changing the number of videos keeps the first ones.
+
+Examples also have `target_xy` (n, 2): the target's centre in the model's normalised coordinates
+(DESIGN.md section 1): lx horizontal, ly vertical pointing down, +-1 at the centres of the corner
+pixels, i.e. `l = 2 * pixel / (frame_size - 1) - 1`.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import json
+
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from glitr_jax.data import builder_base, video_io
+
+MOTIONS = ('right', 'left', 'down', 'up', 'clockwise', 'counterclockwise')
+COLOURS = {
+  'red': (0.92, 0.12, 0.12),
+  'blue': (0.12, 0.30, 0.95),
+  'yellow': (0.96, 0.90, 0.10),
+  'green': (0.10, 0.72, 0.22),
+  'magenta': (0.90, 0.18, 0.86),
+  'cyan': (0.10, 0.86, 0.92),
+  'orange': (1.00, 0.55, 0.05),
+  'purple': (0.48, 0.16, 0.80),
+  'brown': (0.50, 0.28, 0.08),
+  'pink': (1.00, 0.68, 0.78),
+}
+# A target identity is a (left, right) colour pair.
+IDENTITIES = (
+  ('red', 'blue'),
+  ('yellow', 'green'),
+  ('magenta', 'cyan'),
+  ('orange', 'purple'),
+  ('brown', 'pink'),
+)
+_TARGET_OUTLINE = (1.0, 1.0, 1.0)
+_DISTRACTOR_OUTLINE = (0.05, 0.05, 0.05)
+_SPLITS = ('train', 'validation')
+JPEG_QUALITY = 95
+# Pixel noise is read from a fixed bank of standard normals at a random offset per video: drawing
+# fresh normals would cost more than drawing the rest of the video.
+_NOISE_BANK_SIZE = 1 << 21
+
+
+@functools.cache
+def _noise_bank() -> np.ndarray:
+  return np.random.default_rng(20230103).standard_normal(_NOISE_BANK_SIZE, dtype=np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticParams:
+  """The generator's parameters (the fields of `config.data.synthetic`)."""
+
+  frame_size: int = 64
+  num_frames: int = 8
+  num_classes: int = 8
+  num_motions: int = 4
+  train_examples: int = 4000
+  validation_examples: int = 1000
+  seed: int = 0
+  num_distractors: int = 6
+  target_size: int = 7
+  speed: float = 2.0
+  noise: float = 0.03
+  cue: float = 0.3
+  cue_radius: float = 40.0
+  texture: float = 0.12
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'SyntheticParams':
+    """From `config.data.synthetic`; unknown fields are an error."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = set(config.keys()) - set(fields)
+    if unknown:
+      raise ValueError(
+        f'data.synthetic: unknown field(s) {sorted(unknown)}; known {sorted(fields)}'
+      )
+    values = {k: (float(v) if fields[k] is float else int(v)) for k, v in config.items()}
+    params = cls(**values)
+    params.validate()
+    return params
+
+  @property
+  def num_identities(self) -> int:
+    return self.num_classes // self.num_motions
+
+  @property
+  def margin(self) -> float:
+    """Distance from an object's centre to its outline's outer edge (pixels)."""
+    return self.target_size / 2 + 1.5
+
+  def validate(self) -> None:
+    """Raises ValueError naming the `data.synthetic.<field>` that cannot work."""
+
+    def check(ok: bool, field: str, why: str) -> None:
+      if not ok:
+        raise ValueError(f'data.synthetic.{field}={getattr(self, field)!r}: {why}')
+
+    check(1 <= self.num_motions <= len(MOTIONS), 'num_motions', f'must be in 1..{len(MOTIONS)}')
+    check(
+      self.num_classes % self.num_motions == 0
+      and 1 <= self.num_classes // self.num_motions <= len(IDENTITIES),
+      'num_classes',
+      f'must be identities x num_motions with 1..{len(IDENTITIES)} identities '
+      f'(num_motions={self.num_motions})',
+    )
+    check(self.num_frames >= 1, 'num_frames', 'must be >= 1')
+    check(self.target_size >= 2, 'target_size', 'must be >= 2 pixels')
+    check(self.train_examples >= 0, 'train_examples', 'must be >= 0')
+    check(self.validation_examples >= 0, 'validation_examples', 'must be >= 0')
+    check(self.num_distractors >= 0, 'num_distractors', 'must be >= 0')
+    check(self.speed >= 0, 'speed', 'must be >= 0')
+    check(self.noise >= 0, 'noise', 'must be >= 0')
+    check(self.cue >= 0, 'cue', 'must be >= 0')
+    check(self.cue_radius > 0, 'cue_radius', 'must be > 0')
+    travel = 1.2 * self.speed * (self.num_frames - 1)
+    room = self.frame_size - 1 - 2 * self.margin
+    check(
+      travel <= room,
+      'speed',
+      f'the target travels up to {travel:.1f} px but the {self.frame_size}-px frame leaves '
+      f'{room:.1f} px (lower speed or num_frames, or raise frame_size)',
+    )
+
+  def class_names(self) -> tuple[str, ...]:
+    """'<left>|<right> <motion>' for label = identity * num_motions + motion."""
+    return tuple(
+      f'{left}|{right} {motion}'
+      for left, right in IDENTITIES[: self.num_identities]
+      for motion in MOTIONS[: self.num_motions]
+    )
+
+  def num_examples(self, split: str) -> int:
+    return {'train': self.train_examples, 'validation': self.validation_examples}[split]
+
+
+def labels_for_split(params: SyntheticParams, split: str) -> np.ndarray:
+  """The labels of a split's videos, int64 (N,), drawn from [seed, split]."""
+  rng = np.random.default_rng([params.seed, _SPLITS.index(split), 1])
+  return rng.integers(params.num_classes, size=params.num_examples(split))
+
+
+def _target_path(rng: np.random.Generator, params: SyntheticParams, motion: str) -> np.ndarray:
+  """Pixel centres (n, 2) of the target (x right, y down), the whole path inside the frame."""
+  n, lo, hi = params.num_frames, params.margin, params.frame_size - 1 - params.margin
+  speed = params.speed * rng.uniform(0.8, 1.2)
+  steps = np.arange(n, dtype=np.float64)
+  if motion in ('right', 'left', 'down', 'up'):
+    travel = speed * (n - 1)
+    start = rng.uniform(lo, hi - travel)
+    along = start + speed * steps
+    if motion in ('left', 'up'):
+      along = (lo + hi) - along  # Mirror: the same distribution of paths, the other way.
+    across = np.full(n, rng.uniform(lo, hi))
+    return np.stack([along, across] if motion in ('right', 'left') else [across, along], axis=1)
+  # A circle whose arc over the clip is about half a turn; clockwise on screen (y down) is +angle.
+  radius = max(2.0, speed * max(n - 1, 1) / np.pi)
+  radius = min(radius, (hi - lo) / 2)
+  centre = rng.uniform(lo + radius, hi - radius, size=2)
+  sign = 1.0 if motion == 'clockwise' else -1.0
+  angle = rng.uniform(0, 2 * np.pi) + sign * steps * speed / radius
+  return centre[None, :] + radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+
+def _bouncing_path(rng: np.random.Generator, params: SyntheticParams) -> np.ndarray:
+  """Pixel centres (n, 2) of a distractor moving straight and bouncing off the borders."""
+  lo, hi = params.margin, params.frame_size - 1 - params.margin
+  start = rng.uniform(lo, hi, size=2)
+  heading = rng.uniform(0, 2 * np.pi)
+  speed = params.speed * rng.uniform(0.5, 1.5)
+  velocity = speed * np.array([np.cos(heading), np.sin(heading)])
+  free = (start - lo)[None, :] + np.arange(params.num_frames)[:, None] * velocity[None, :]
+  span = hi - lo
+  folded = np.mod(free, 2 * span)
+  return lo + span - np.abs(folded - span)
+
+
+def _background(rng: np.random.Generator, params: SyntheticParams) -> np.ndarray:
+  """A static textured background, float32 (S, S, 3): grey-ish tint plus three gratings."""
+  size = params.frame_size
+  yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+  base = rng.uniform(0.30, 0.55) + rng.uniform(-0.05, 0.05, size=3)
+  texture = np.zeros((size, size), np.float32)
+  for _ in range(3):
+    theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.08, 0.35), rng.uniform(0, 2 * np.pi)
+    texture += np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
+  return (base[None, None, :] + params.texture / 3 * texture[..., None]).astype(np.float32)
+
+
+def _draw_squares(
+  canvas_nhwc: np.ndarray,
+  paths_kn2: np.ndarray,
+  colours_k33: np.ndarray,
+  pad: int,
+  half: float,
+) -> None:
+  """Draws K anti-aliased two-colour squares with 1-px outlines on every frame, in order, in place.
+
+  Args:
+    canvas_nhwc: float32 (n, S + 2 pad, S + 2 pad, 3), the frames padded by `pad` on each side.
+    paths_kn2: each square's centre per frame (x, y) in frame pixels.
+    colours_k33: per square, the RGB of its left half, right half and outline.
+    pad: the padding (larger than a square's reach, so windows never leave the canvas).
+    half: half the square's side (pixels).
+  """
+  num, n = paths_kn2.shape[:2]
+  reach = int(np.ceil(half + 2))
+  window = np.arange(-reach, reach + 1)
+  centres = paths_kn2.astype(np.float32) + pad
+  cx, cy = centres[..., 0], centres[..., 1]  # (K, n)
+  xs = np.round(cx).astype(int)[..., None] + window  # (K, n, w)
+  ys = np.round(cy).astype(int)[..., None] + window
+  dx = (xs - cx[..., None])[:, :, None, :].astype(np.float32)  # (K, n, 1, w)
+  dy = (ys - cy[..., None])[:, :, :, None].astype(np.float32)  # (K, n, w, 1)
+
+  def coverage(h):
+    return np.clip(h + 0.5 - np.abs(dx), 0, 1) * np.clip(h + 0.5 - np.abs(dy), 0, 1)
+
+  inner = coverage(half)[..., None]  # (K, n, w, w, 1)
+  ring = coverage(half + 1.0)[..., None] - inner
+  left_weight = np.clip(0.5 - dx, 0, 1)[..., None]  # 1 left of the centre line, 0 right of it.
+  colours = colours_k33.astype(np.float32)[:, None, None, None]  # (K, 1, 1, 1, 3, 3)
+  fill = left_weight * colours[..., 0, :] + (1 - left_weight) * colours[..., 1, :]
+  add = ring * colours[..., 2, :] + inner * fill
+  keep = 1 - inner - ring
+  frames = np.arange(n)[:, None, None]
+  for k in range(num):
+    where = (frames, ys[k][:, :, None], xs[k][:, None, :])
+    canvas_nhwc[where] = keep[k] * canvas_nhwc[where] + add[k]
+
+
+def render_video(
+  params: SyntheticParams, label: int, split: str, index: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """Draws one video.
+
+  Args:
+    params: the generator's parameters.
+    label: the class (identity * num_motions + motion).
+    split: 'train' or 'validation' (part of the video's seed).
+    index: the video's index in its split (part of its seed).
+
+  Returns:
+    (frames uint8 (n, S, S, 3), target_xy float32 (n, 2) in normalised coordinates).
+  """
+  rng = np.random.default_rng([params.seed, _SPLITS.index(split), 0, index])
+  size, n = params.frame_size, params.num_frames
+  identity, motion = divmod(int(label), params.num_motions)
+  target = _target_path(rng, params, MOTIONS[motion])
+
+  frames = np.broadcast_to(_background(rng, params), (n, size, size, 3)).copy()
+  if params.cue > 0:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    tx, ty = target.astype(np.float32).T
+    dist = np.hypot(xx[None] - tx[:, None, None], yy[None] - ty[:, None, None])
+    halo = np.clip(1 - dist / np.float32(params.cue_radius), 0, 1)
+    frames += np.float32(params.cue) * halo[..., None]
+
+  pad = int(np.ceil(params.target_size / 2 + 3))
+  canvas = np.pad(frames, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  used = IDENTITIES[: params.num_identities]
+  paths, colours = [], []
+  for _ in range(params.num_distractors):
+    paths.append(_bouncing_path(rng, params))
+    pair = used[rng.integers(len(used))]
+    if rng.random() < 0.5:
+      pair = pair[::-1]
+    colours.append([COLOURS[pair[0]], COLOURS[pair[1]], _DISTRACTOR_OUTLINE])
+  left, right = used[identity]
+  paths.append(target)  # Drawn last: the target is never hidden.
+  colours.append([COLOURS[left], COLOURS[right], _TARGET_OUTLINE])
+  _draw_squares(canvas, np.stack(paths), np.array(colours), pad, params.target_size / 2)
+  frames = canvas[:, pad:-pad, pad:-pad]
+  if params.noise > 0:
+    count = frames.size
+    if count > _NOISE_BANK_SIZE:
+      noise = rng.standard_normal(frames.shape, dtype=np.float32)
+    else:
+      start = int(rng.integers(0, _NOISE_BANK_SIZE - count + 1))
+      noise = _noise_bank()[start : start + count].reshape(frames.shape)
+    frames = frames + np.float32(params.noise) * noise
+  video = np.clip(np.round(frames * 255), 0, 255).astype(np.uint8)
+  target_xy = (2 * target / (size - 1) - 1).astype(np.float32)
+  return video, target_xy
+
+
+def load_video(payload: tuple[SyntheticParams, int, str, int]) -> dict:
+  """Renders one video and encodes its frames (runs in worker processes).
+
+  Args:
+    payload: (params, label, split, index).
+
+  Returns:
+    {'video': JPEG bytes per frame (4:4:4 chroma, so small colour patches survive),
+     'target_xy': float32 (n, 2)}.
+  """
+  params, label, split, index = payload
+  video, target_xy = render_video(params, label, split, index)
+  frames = [video_io.encode_jpeg(f, quality=JPEG_QUALITY, subsampling=0) for f in video]
+  return {'video': frames, 'target_xy': target_xy}
+
+
+@dataclasses.dataclass(eq=False, repr=False)  # TFDS logs configs: keep the repr to the name.
+class GlitrSyntheticConfig(tfds.core.BuilderConfig):
+  """Attributes: params: the generator's parameters (the config's name is derived from them)."""
+
+  params: SyntheticParams = dataclasses.field(default_factory=SyntheticParams)
+
+
+def synthetic_config(params: SyntheticParams) -> GlitrSyntheticConfig:
+  """The builder config for `params`, named by its main sizes and a hash of all parameters."""
+  params.validate()
+  digest = hashlib.sha1(json.dumps(dataclasses.asdict(params), sort_keys=True).encode())
+  name = (
+    f'{params.frame_size}px_{params.num_frames}f_{params.num_classes}c_'
+    f'{params.train_examples}tr_seed{params.seed}_{digest.hexdigest()[:8]}'
+  )
+  return GlitrSyntheticConfig(name=name, params=params, description='glitr_synthetic parameters')
+
+
+class GlitrSynthetic(builder_base.VideoBuilder):
+  """The procedural GliTr benchmark (module docstring); needs no manual download."""
+
+  BUILDER_CONFIGS = [synthetic_config(SyntheticParams())]
+  DESCRIPTION = 'A target among distractors; class = target identity x motion (glitr_jax).'
+
+  def _class_names(self) -> tuple[str, ...]:
+    return self.builder_config.params.class_names()
+
+  def _extra_features(self) -> dict:
+    return {
+      'target_xy': tfds.features.Tensor(
+        shape=(None, 2),
+        dtype=np.float32,
+        doc='target centre per frame, normalised (lx right, ly down; +-1 = corner pixel centres)',
+      )
+    }
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager  # Nothing to download.
+    params = self.builder_config.params
+    jobs = {
+      split: [
+        builder_base.Job(f'{split}_{i:06d}', int(label), (params, int(label), split, i))
+        for i, label in enumerate(labels_for_split(params, split))
+      ]
+      for split in _SPLITS
+    }
+    return self._splits(jobs, load_video)
