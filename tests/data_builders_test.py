@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import glitr_jax.data  # noqa: F401 (registers the builders)
-from glitr_jax.data import pipeline, prepare, video_io
+from glitr_jax import data
+from glitr_jax.data import pipeline, video_io
 
 tfds.disable_progress_bar()
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +44,7 @@ def test_something_something_v2_from_webm(tmp_path):
   }
   originals = fx.write_ssv2_release(str(manual), videos)
   config = fx.data_config('something_something_v2', tmp_path / 'tfds', manual, frame_height=0)
-  info = prepare.prepare(config)
+  info = data.prepare_dataset(config)
 
   assert info.class_names == fx.SSV2_CLASSES  # labels.json index order, not file order
   assert info.config_name == 'original'
@@ -66,7 +66,7 @@ def test_something_something_v2_resizes_to_frame_height(tmp_path):
   frames = fx.smooth_frames(5, 4, 32, 48)
   fx.write_ssv2_release(str(manual), {'train': [('7', 0, frames)], 'validation': []})
   config = fx.data_config('something_something_v2', tmp_path / 'tfds', manual, frame_height=16)
-  info = prepare.prepare(config)
+  info = data.prepare_dataset(config)
   assert info.config_name == 'h16'
   ex = _examples(config, 'train')['7']
   assert ex['video'].shape == (4, 16, 24, 3)  # Height 16, width keeps the 3:2 aspect.
@@ -85,7 +85,7 @@ def test_jester_from_frame_folders(tmp_path):
   }
   paths = fx.write_jester_release(str(manual), videos)
   config = fx.data_config('jester', tmp_path / 'tfds', manual)
-  info = prepare.prepare(config)
+  info = data.prepare_dataset(config)
 
   assert info.class_names == fx.JESTER_CLASSES  # sorted, as TSM's category.txt for Jester
   assert info.num_examples == {'train': 2, 'validation': 1}
@@ -124,7 +124,7 @@ def test_video_folder_tsm_layout(tmp_path, frames_dir, template, config_template
   config.video_folder.config_name = 'mine'
   config.video_folder.frames_dir = '' if frames_dir.startswith('20bn') else frames_dir
   config.video_folder.frame_template = config_template
-  info = prepare.prepare(config)
+  info = data.prepare_dataset(config)
 
   assert info.class_names == categories
   assert info.config_name == 'mine'
@@ -146,7 +146,7 @@ def test_video_folder_reads_the_number_of_frames_the_list_gives(tmp_path):
     str(manual), ('x', 'y'), {'train': [('v', 1, frames)], 'validation': []}, list_frames={'v': 4}
   )
   config = fx.data_config('video_folder', tmp_path / 'tfds', manual)
-  prepare.prepare(config)
+  data.prepare_dataset(config)
   assert _examples(config, 'train')['v']['num_frames'] == 4
 
 

@@ -20,6 +20,7 @@ from glitr_jax.data.pipeline import (
   create_train_iterator,
   dataset_info,
   make_builder,
+  prepare_dataset,
 )
 from glitr_jax.data.ssv2 import SomethingSomethingV2
 from glitr_jax.data.synthetic import GlitrSynthetic
@@ -39,4 +40,5 @@ __all__ = [
   'get_data_config',
   'make_builder',
   'mixup_cutmix',
+  'prepare_dataset',
 ]

@@ -71,11 +71,10 @@ def train_clip(frames_jpeg: np.ndarray, spec: ClipSpec, rng: np.random.Generator
   if spec.random_resized_crop:
     frames = np.stack([np.asarray(image) for image in images])
     video = transforms.random_resized_crop(frames, spec.image_size, spec.scale, spec.ratio, rng)
-    video = transforms.normalize(video * np.float32(1.0 / 255.0))
   else:
-    frames = transforms.resize_and_center_crop(images, spec.eval_short_side, spec.image_size)
-    video = transforms.normalize(transforms.to_unit_float(frames))
-  return transforms.random_erase_cube(video.astype(np.float32), spec.random_erasing, rng)
+    video = transforms.resize_and_center_crop(images, spec.eval_short_side, spec.image_size)
+  video = transforms.normalize(video, max_value=255.0)
+  return transforms.random_erase_cube(video, spec.random_erasing, rng, in_place=True)
 
 
 def eval_clip(frames_jpeg: np.ndarray, spec: ClipSpec) -> np.ndarray:
@@ -83,7 +82,7 @@ def eval_clip(frames_jpeg: np.ndarray, spec: ClipSpec) -> np.ndarray:
   indices = sampling.eval_frame_indices(len(frames_jpeg), spec.num_frames)
   images = _decode(frames_jpeg, indices)
   frames = transforms.resize_and_center_crop(images, spec.eval_short_side, spec.image_size)
-  return transforms.normalize(transforms.to_unit_float(frames)).astype(np.float32)
+  return transforms.normalize(frames, max_value=255.0)
 
 
 class OfflineLogits:

@@ -86,8 +86,12 @@ def mixup_cutmix(
     use_cutmix = jax.random.uniform(key_switch) < switch_prob
   else:
     use_cutmix = jnp.asarray(cutmix_alpha > 0)
-  lam_mix = jax.random.beta(key_mix, mixup_alpha) if mixup_alpha > 0 else jnp.float32(1.0)
-  lam_cut = jax.random.beta(key_cut, cutmix_alpha) if cutmix_alpha > 0 else jnp.float32(1.0)
+  lam_mix = (
+    jax.random.beta(key_mix, mixup_alpha, mixup_alpha) if mixup_alpha > 0 else jnp.float32(1.0)
+  )
+  lam_cut = (
+    jax.random.beta(key_cut, cutmix_alpha, cutmix_alpha) if cutmix_alpha > 0 else jnp.float32(1.0)
+  )
   lam = jnp.where(use_cutmix, lam_cut, lam_mix).astype(jnp.float32)
   lam = jnp.where(apply, lam, 1.0)
   use_cutmix = apply & use_cutmix

@@ -154,6 +154,25 @@ def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.Datase
   )
 
 
+def prepare_dataset(data_config: ml_collections.ConfigDict, *, num_workers: int = 1) -> DatasetInfo:
+  """Builds the dataset `data_config` names, if not built yet (`python -m glitr_jax.data.prepare`).
+
+  Args:
+    data_config: the `data` section (name, manual_dir, data_dir, skip_bad_videos, and the
+      dataset's own fields).
+    num_workers: processes decoding videos.
+
+  Returns:
+    The prepared dataset's DatasetInfo.
+  """
+  builder = make_builder(
+    data_config, skip_bad_videos=bool(data_config.skip_bad_videos), num_workers=num_workers
+  )
+  download_config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir or None)
+  builder.download_and_prepare(download_config=download_config)
+  return dataset_info(data_config)
+
+
 def dataset_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
   """Classes and split sizes of the dataset `data_config` names (preparing glitr_synthetic)."""
   builder = prepared_builder(data_config)
@@ -218,6 +237,15 @@ def _local_batch_size(batch_size: int, process_count: int) -> int:
   return batch_size // process_count
 
 
+def _sampler_seed(seed: int) -> int:
+  """A 31-bit seed scrambled from `seed`.
+
+  grain draws clip k's generator from Philox(key=seed + k): with raw seeds, runs with seeds s and
+  s + 1 would share their augmentation draws shifted by one clip.
+  """
+  return int(np.random.SeedSequence(int(seed)).generate_state(1)[0] >> 1)
+
+
 def _read_options(local_batch: int) -> grain.ReadOptions:
   # A record is a whole video of JPEG frames (~0.5 MB for SSv2): keep a few batches in flight.
   return grain.ReadOptions(num_threads=4, prefetch_buffer_size=max(16, 2 * local_batch))
@@ -259,7 +287,11 @@ def create_train_iterator(
   offline = clips.OfflineLogits(data_config.offline_logits) if data_config.offline_logits else None
   shard = grain.ShardOptions(shard_index=index, shard_count=count, drop_remainder=False)
   sampler = grain.IndexSampler(
-    num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=int(seed)
+    num_records=len(source),
+    shard_options=shard,
+    shuffle=True,
+    num_epochs=None,
+    seed=_sampler_seed(seed),
   )
   operations = [
     clips.LongEnough(),

@@ -18,7 +18,6 @@ end (and kept in the dataset's metadata, `dataset_info(...).skipped_videos`).
 import os
 
 import ml_collections
-import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -51,27 +50,6 @@ _VIDEO_FOLDER = {
 }
 
 
-def prepare(
-  data_config: ml_collections.ConfigDict, *, num_workers: int = 1
-) -> pipeline.DatasetInfo:
-  """Builds the dataset `data_config` names (if not built yet) and describes it.
-
-  Args:
-    data_config: the `data` section (name, manual_dir, data_dir, skip_bad_videos, and the
-      dataset's own fields).
-    num_workers: processes decoding videos.
-
-  Returns:
-    The prepared dataset's DatasetInfo.
-  """
-  builder = pipeline.make_builder(
-    data_config, skip_bad_videos=bool(data_config.skip_bad_videos), num_workers=num_workers
-  )
-  download_config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir or None)
-  builder.download_and_prepare(download_config=download_config)
-  return pipeline.dataset_info(data_config)
-
-
 def _data_config_from_flags() -> ml_collections.ConfigDict:
   data_config = config_lib.get_data_config()
   if _CONFIG.value is not None:
@@ -96,7 +74,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   data_config = _data_config_from_flags()
-  info = prepare(data_config, num_workers=_NUM_WORKERS.value)
+  info = pipeline.prepare_dataset(data_config, num_workers=_NUM_WORKERS.value)
   print(f'{info.name}/{info.config_name} in {info.data_dir}')
   print(f'  {info.num_classes} classes; examples: {info.num_examples}')
   for split, skipped in sorted(info.skipped_videos.items()):

@@ -203,7 +203,7 @@ def _background(rng: np.random.Generator, params: SyntheticParams) -> np.ndarray
   """A static textured background, float32 (S, S, 3): grey-ish tint plus three gratings."""
   size = params.frame_size
   yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-  base = rng.uniform(0.30, 0.55) + rng.uniform(-0.05, 0.05, size=3)
+  base = rng.uniform(0.25, 0.5) + rng.uniform(-0.05, 0.05, size=3)
   texture = np.zeros((size, size), np.float32)
   for _ in range(3):
     theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.08, 0.35), rng.uniform(0, 2 * np.pi)

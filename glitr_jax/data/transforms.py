@@ -22,9 +22,20 @@ def to_unit_float(frames_thwc: np.ndarray) -> np.ndarray:
   return np.asarray(frames_thwc, dtype=np.float32) * np.float32(1.0 / 255.0)
 
 
-def normalize(frames_thwc: np.ndarray) -> np.ndarray:
-  """ImageNet normalisation of float frames in [0, 1]: (x - mean) / std per channel."""
-  return (frames_thwc - IMAGENET_MEAN) / IMAGENET_STD
+def normalize(frames_thwc: np.ndarray, max_value: float = 1.0) -> np.ndarray:
+  """ImageNet normalisation: (x / max_value - mean) / std per channel.
+
+  Args:
+    frames_thwc: frames with values in [0, max_value] (1 after ToTensor, 255 for pixels).
+    max_value: the value of white.
+
+  Returns:
+    float32 frames of the same shape (a new array).
+  """
+  scale = (1.0 / (max_value * IMAGENET_STD)).astype(np.float32)
+  out = np.multiply(frames_thwc, scale, dtype=np.float32)
+  out -= IMAGENET_MEAN / IMAGENET_STD
+  return out
 
 
 def random_resized_crop_params(
@@ -75,16 +86,20 @@ def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, n
 
 
 def resize_bilinear(frames_thwc: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-  """Bilinear resize of float frames (T, H, W, C) -> (T, out_h, out_w, C), align_corners=False."""
+  """Bilinear resize (T, H, W, C) -> float32 (T, out_h, out_w, C), align_corners=False.
+
+  The input may be uint8: rows are gathered before the conversion, which saves memory traffic.
+  """
+  # np.take is several times faster than fancy indexing along an inner axis.
   lo, hi, frac = _linear_taps(frames_thwc.shape[1], out_h)
-  rows = (
-    frames_thwc[:, lo] * (1 - frac)[None, :, None, None]
-    + frames_thwc[:, hi] * frac[None, :, None, None]
-  )
+  rows = np.take(frames_thwc, lo, axis=1).astype(np.float32)
+  rows *= (1 - frac)[None, :, None, None]
+  rows += np.take(frames_thwc, hi, axis=1) * frac[None, :, None, None]
   lo, hi, frac = _linear_taps(frames_thwc.shape[2], out_w)
-  return (
-    rows[:, :, lo] * (1 - frac)[None, None, :, None] + rows[:, :, hi] * frac[None, None, :, None]
-  )
+  out = np.take(rows, lo, axis=2)
+  out *= (1 - frac)[None, None, :, None]
+  out += np.take(rows, hi, axis=2) * frac[None, None, :, None]
+  return out
 
 
 def random_resized_crop(
@@ -106,8 +121,7 @@ def random_resized_crop(
     float32 (T, size, size, 3), values in the input's units.
   """
   top, left, h, w = random_resized_crop_params(*frames_thwc.shape[1:3], scale, ratio, rng)
-  crop = np.asarray(frames_thwc[:, top : top + h, left : left + w], dtype=np.float32)
-  return resize_bilinear(crop, size, size).astype(np.float32)
+  return resize_bilinear(frames_thwc[:, top : top + h, left : left + w], size, size)
 
 
 def short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -140,7 +154,7 @@ def resize_and_center_crop(images: list[Image.Image], short_side: int, size: int
 
 
 def random_erase_cube(
-  frames_thwc: np.ndarray, probability: float, rng: np.random.Generator
+  frames_thwc: np.ndarray, probability: float, rng: np.random.Generator, in_place: bool = False
 ) -> np.ndarray:
   """Random erasing in cube mode: one box for all frames, per-pixel N(0, 1) noise.
 
@@ -149,9 +163,10 @@ def random_erase_cube(
   frame, with fresh standard-normal noise (the frames are normalised, so that is 'random pixels').
 
   Args:
-    frames_thwc: normalised float32 frames (T, H, W, C); not modified.
+    frames_thwc: normalised float32 frames (T, H, W, C).
     probability: chance that a box is erased.
     rng: the clip's generator.
+    in_place: erase in `frames_thwc` itself (else in a copy).
 
   Returns:
     The frames, with the box erased or unchanged.
@@ -168,7 +183,7 @@ def random_erase_cube(
     if w < width and h < height:
       top = int(rng.integers(0, height - h + 1))
       left = int(rng.integers(0, width - w + 1))
-      out = frames_thwc.copy()
+      out = frames_thwc if in_place else frames_thwc.copy()
       out[:, top : top + h, left : left + w] = rng.standard_normal(
         (t, h, w, channels), dtype=np.float32
       )

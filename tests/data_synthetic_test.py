@@ -1,0 +1,141 @@
+"""glitr_synthetic: deterministic from its seed, the class is the target's identity and motion, and
+the target is somewhere else in every video."""
+
+import data_fixtures as fx
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from glitr_jax import data
+from glitr_jax.data import pipeline, synthetic
+
+tfds.disable_progress_bar()
+
+SMALL = dict(train_examples=40, validation_examples=12, num_distractors=3)
+
+
+def _config(data_dir, **synthetic_fields):
+  config = fx.data_config('glitr_synthetic', data_dir, eval_short_side=64)
+  config.synthetic.update(dict(SMALL, **synthetic_fields))
+  return config
+
+
+def _read(config, split: str):
+  source = pipeline.prepared_builder(config).as_data_source(split=split)
+  return [source[i] for i in range(len(source))]
+
+
+def _pixel(xy: np.ndarray, size: int) -> np.ndarray:
+  """Normalised coordinates -> pixel coordinates (+-1 = centres of the corner pixels)."""
+  return (np.asarray(xy) + 1) * (size - 1) / 2
+
+
+def test_builds_deterministically_from_the_seed(tmp_path):
+  a = _read(_config(tmp_path / 'a'), 'train')
+  b = _read(_config(tmp_path / 'b'), 'train')
+  c = _read(_config(tmp_path / 'c', seed=1), 'train')
+  assert len(a) == SMALL['train_examples']
+  for x, y in zip(a, b):
+    assert x['video_id'] == y['video_id'] and x['label'] == y['label']
+    np.testing.assert_array_equal(x['video'], y['video'])
+    np.testing.assert_array_equal(x['target_xy'], y['target_xy'])
+  by_id = {x['video_id']: x for x in a}
+  assert any(not np.array_equal(by_id[z['video_id']]['video'], z['video']) for z in c)
+
+
+def test_dataset_info_and_the_pipeline_read_it(tmp_path):
+  config = _config(tmp_path)
+  info = data.dataset_info(config)  # Builds on first use: no manual download, no prepare step.
+  assert info.num_classes == 8 and len(info.class_names) == 8
+  assert info.class_names[:4] == ('red|blue right', 'red|blue left', 'red|blue down', 'red|blue up')
+  assert info.num_examples == {'train': 40, 'validation': 12}
+  batch = next(
+    data.create_train_iterator(
+      config, batch_size=4, num_frames=8, image_size=64, seed=0, process_index=0, process_count=1
+    )
+  )
+  assert batch['video'].shape == (4, 8, 64, 64, 3)
+
+
+def test_frames_and_target_positions():
+  params = synthetic.SyntheticParams(**SMALL)
+  size = params.frame_size
+  starts = []
+  for index in range(60):
+    label = index % params.num_classes
+    video, target_xy = synthetic.render_video(params, label, 'train', index)
+    assert video.shape == (8, size, size, 3) and video.dtype == np.uint8
+    assert target_xy.shape == (8, 2) and np.all(np.abs(target_xy) <= 1)
+    starts.append(target_xy[0])
+    # The target sits at target_xy: the left half has its identity's first colour, the right
+    # half the second (the target is drawn last: no distractor covers it).
+    left, right = synthetic.IDENTITIES[label // params.num_motions]
+    for t in range(params.num_frames):
+      x, y = np.round(_pixel(target_xy[t], size)).astype(int)
+      frame = video[t].astype(np.float32) / 255
+      assert np.abs(frame[y, x - 2] - synthetic.COLOURS[left]).max() < 0.2
+      assert np.abs(frame[y, x + 2] - synthetic.COLOURS[right]).max() < 0.2
+  starts = np.array(starts)
+  assert starts.std(axis=0).min() > 0.3  # Spread over the frame, in x and in y.
+  assert len({tuple(np.round(s, 3)) for s in starts}) == len(starts)
+
+
+@pytest.mark.parametrize('num_motions', [4, 6])
+def test_the_label_says_how_the_target_moves(num_motions):
+  params = synthetic.SyntheticParams(num_classes=2 * num_motions, num_motions=num_motions)
+  directions = {'right': (1, 0), 'left': (-1, 0), 'down': (0, 1), 'up': (0, -1)}
+  for index in range(4 * params.num_classes):
+    label = index % params.num_classes
+    _, xy = synthetic.render_video(params, label, 'validation', index)
+    pixels = _pixel(xy, params.frame_size)
+    step = np.diff(pixels, axis=0)  # (n - 1, 2)
+    motion = synthetic.MOTIONS[label % num_motions]
+    if motion in directions:
+      unit = np.array(directions[motion])
+      np.testing.assert_allclose(step @ unit, np.linalg.norm(step, axis=1), rtol=1e-6)
+      assert np.all(step @ unit > 1.0)
+    else:
+      # Turning clockwise on screen (y down) is a positive cross product of successive steps.
+      turn = np.cross(step[:-1], step[1:])
+      assert np.all(np.sign(turn) == (1 if motion == 'clockwise' else -1))
+
+
+def test_labels_cover_the_classes_and_splits_differ():
+  params = synthetic.SyntheticParams()
+  train = synthetic.labels_for_split(params, 'train')
+  assert train.shape == (params.train_examples,)
+  assert np.bincount(train, minlength=8).min() > 0.8 * params.train_examples / 8
+  video_train, _ = synthetic.render_video(params, 0, 'train', 0)
+  video_val, _ = synthetic.render_video(params, 0, 'validation', 0)
+  assert not np.array_equal(video_train, video_val)
+
+
+def test_cue_brightens_the_background_towards_the_target():
+  on = synthetic.SyntheticParams(noise=0.0, num_distractors=0)
+  off = synthetic.SyntheticParams(noise=0.0, num_distractors=0, cue=0.0)
+  video_on, xy = synthetic.render_video(on, 0, 'train', 3)
+  video_off, _ = synthetic.render_video(off, 0, 'train', 3)
+  diff = video_on[0].astype(np.float32).mean(-1) - video_off[0].astype(np.float32).mean(-1)
+  x, y = _pixel(xy[0], on.frame_size)
+  yy, xx = np.mgrid[0:64, 0:64]
+  dist = np.hypot(xx - x, yy - y)
+  near, middle, far = (dist > 7) & (dist < 12), (dist > 20) & (dist < 25), dist > on.cue_radius
+  # A cone: cue * (1 - d / cue_radius), in 0-255 levels (up to clipping at white).
+  assert diff[near].mean() > diff[middle].mean() + 10 > 10
+  assert np.abs(diff[far]).max() <= 1
+
+
+@pytest.mark.parametrize(
+  'fields,message',
+  [
+    (dict(num_classes=7, num_motions=4), 'num_classes'),
+    (dict(num_motions=7), 'num_motions'),
+    (dict(speed=9.0), 'speed'),
+    (dict(unknown_knob=1), 'unknown field'),
+  ],
+)
+def test_bad_parameters_name_the_field(tmp_path, fields, message):
+  config = _config(tmp_path)
+  with pytest.raises(ValueError, match=message):
+    config.synthetic.update(fields)
+    synthetic.SyntheticParams.from_config(config.synthetic)
