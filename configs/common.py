@@ -15,6 +15,7 @@ Batch sizes are global (summed over all devices of all hosts).
 
 import ml_collections
 
+from glitr_jax.data import config as data_config_lib
 from glitr_jax.models import config as model_config_lib
 
 
@@ -75,29 +76,13 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.model = model_config_lib.get_model_config()
 
-  # --- Data (glitr_jax.data). ---
-  c.data = ml_collections.ConfigDict()
-  c.data.name = 'something_something_v2'  # | 'jester' | 'video_folder' | 'glitr_synthetic'
-  c.data.data_dir = ''  # TFDS data_dir ('' = TFDS's default, ~/tensorflow_datasets)
-  c.data.manual_dir = ''  # where the raw release lies (only needed to prepare the dataset)
-  c.data.train_split = 'train'
-  c.data.eval_split = 'validation'
-  c.data.worker_count = 8  # grain worker processes per host (0 = in the main process)
-  c.data.prefetch = 2  # batches buffered per worker
-  c.data.skip_bad_videos = False  # True: skip corrupt videos while preparing, and report them
-  c.data.offline_logits = ''  # .npz of precomputed offline-model logits joined by video id
-  c.data.eval_short_side = 256  # eval: resize the short side to this, then centre-crop image_size
-  c.data.augment = ml_collections.ConfigDict()
-  c.data.augment.rand_augment = 'rand-m7-n4-mstd0.5-inc1'  # '' switches RandAugment off
-  c.data.augment.random_resized_crop = True
-  c.data.augment.scale = (0.08, 1.0)
-  c.data.augment.ratio = (3.0 / 4.0, 4.0 / 3.0)
-  c.data.augment.random_erasing = 0.0  # probability (cube mode); teachers use 0.25
-  # Mixup / CutMix (batch mode, on device in the train step); 0 switches each off.
-  c.data.augment.mixup = 0.0
-  c.data.augment.cutmix = 0.0
-  c.data.augment.mixup_prob = 1.0
-  c.data.augment.mixup_switch_prob = 0.5
+  # --- Data (glitr_jax.data.config documents every field). ---
+  # name, data_dir, manual_dir, train_split, eval_split, worker_count, prefetch, skip_bad_videos,
+  # offline_logits, eval_short_side, frame_height (SSv2), video_folder.* (TSM layout: config_name,
+  # frames_dir, category_file, train_list, val_list, frame_template), synthetic.* (glitr_synthetic:
+  # sizes, seed and difficulty knobs), augment.* (rand_augment, random_resized_crop, scale, ratio,
+  # random_erasing, mixup, cutmix, mixup_prob, mixup_switch_prob).
+  c.data = data_config_lib.get_data_config()
 
   # --- Losses (DESIGN.md section 2); every weight is 1 in the paper. ---
   c.loss = ml_collections.ConfigDict()
