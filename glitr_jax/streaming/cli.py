@@ -142,6 +142,8 @@ def stream_videos(
   g = agent.glimpse_pixels
   name = lambda label: class_names[label] if class_names is not None else f'class {label}'
   tags = [os.path.basename(v) for v in videos]
+  if len(set(tags)) < len(tags):
+    tags = [f'{i}:{tag}' for i, tag in enumerate(tags)]
 
   def on_step(t, prediction, locations_b2, _, active_b):
     for b, tag in enumerate(tags):

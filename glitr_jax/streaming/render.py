@@ -73,11 +73,11 @@ def glimpse_view(
       width=max(1, scale // 2),
     )
     label = int(prediction.label[stream])
-    name = class_names[label] if class_names is not None else str(label)
+    name = class_names[label] if class_names is not None else f'class {label}'
     out = Image.new('RGB', (frame.width, frame.height + _CAPTION_HEIGHT))
     out.paste(frame, (0, 0))
-    caption = f't={t + 1} {name} p={float(prediction.confidence[stream]):.2f}'
-    ImageDraw.Draw(out).text((2, frame.height + 1), caption + (' done' if done else ''))
+    caption = f't={t + 1}: {name} p={float(prediction.confidence[stream]):.2f}'
+    ImageDraw.Draw(out).text((2, frame.height + 1), caption + (' (done)' if done else ''))
     images.append(out)
   return images
 
