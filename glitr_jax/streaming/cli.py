@@ -118,7 +118,10 @@ def gif_paths(videos: Sequence[str], gif: str | None) -> list[str]:
       return [gif]
     stem, ext = os.path.splitext(gif)
     return [f'{stem}_{i}{ext or ".gif"}' for i in range(len(videos))]
-  return [os.path.splitext(os.path.basename(v))[0] + '.glimpses.gif' for v in videos]
+  stems = [os.path.splitext(os.path.basename(v))[0] for v in videos]
+  if len(set(stems)) < len(stems):
+    stems = [f'{stem}_{i}' for i, stem in enumerate(stems)]
+  return [stem + '.glimpses.gif' for stem in stems]
 
 
 def stream_videos(
