@@ -144,7 +144,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.max_examples = -1  # > 0: evaluate on the first N examples only (quick looks)
   c.eval.seed = 0  # base seed of the random strategies (draws depend on it and the example index)
   c.eval.checkpoint = 'latest'  # --mode=evaluate on a workdir: 'latest' or 'best' (validated)
-  c.eval.histogram_bins = 0  # bins per side of the glimpse-centre histograms (0 = the patch grid)
+  c.eval.histogram_bins = 0  # bins per side of the glimpse-centre histograms (0: ~patch grid)
   c.eval.teacher_at_glitr = True  # also the teacher's weights at GliTr's locations (Fig. 8b)
   c.eval.strategies_per_pass = 0  # given-location strategies per vmapped pass (0 = all at once)
 

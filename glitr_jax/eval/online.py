@@ -96,6 +96,12 @@ class EvalPlan:
     return out
 
 
+def default_histogram_bins(model_config: ml_collections.ConfigDict) -> int:
+  """About one bin per patch, odd so that the frame centre (where l_1 starts) is a bin's middle."""
+  grid = int(model_config.image_size // model_config.patch_size)
+  return grid + 1 - grid % 2
+
+
 def plan_from_config(
   config: ml_collections.ConfigDict, strategies: Iterable[str] | None = None
 ) -> EvalPlan:
@@ -109,8 +115,7 @@ def plan_from_config(
     num_seeds=int(e.get('num_seeds', 1)),
     seed=int(e.get('seed', 0)),
     gammas=tuple(e.get('gammas', ())),
-    histogram_bins=int(e.get('histogram_bins', 0))
-    or int(config.model.image_size // config.model.patch_size),
+    histogram_bins=int(e.get('histogram_bins', 0)) or default_histogram_bins(config.model),
     teacher_at_glitr=bool(e.get('teacher_at_glitr', True)),
     strategies_per_pass=int(e.get('strategies_per_pass', 0)),
   )
