@@ -317,3 +317,20 @@ def test_eval_short_side_smaller_than_image_size_is_an_error(folder_config):
     data.create_eval_iterator(
       folder_config, batch_size=4, num_frames=4, image_size=12, process_index=0, process_count=1
     )
+
+
+def test_worker_processes_resume_exactly_and_evaluate_like_in_process(folder_config):
+  config = folder_config.copy_and_resolve_references()
+  config.worker_count = 2  # grain worker processes (the flags they read get their defaults)
+  iterator = _train(config, batch_size=2)
+  for _ in range(3):
+    next(iterator)
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(4)]
+  resumed = _train(config, batch_size=2)
+  resumed.set_state(state)
+  _assert_batches_equal([next(resumed) for _ in range(4)], expected)
+
+  (in_process,) = _eval_all(folder_config, 4, 1)
+  (with_workers,) = _eval_all(config, 4, 1)
+  _assert_batches_equal(with_workers, in_process)

@@ -31,7 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
+from absl import flags, logging
 
 from glitr_jax.data import clips, features, jester, rand_augment, ssv2, synthetic, video_folder
 from glitr_jax.data import config as config_lib
@@ -114,8 +114,9 @@ def _own_fields(config: tfds.core.BuilderConfig) -> dict:
   return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in base}
 
 
-def _registered_or_custom(cls, config: tfds.core.BuilderConfig) -> tfds.core.BuilderConfig:
-  """TFDS wants the registered config object itself when the name is a registered one."""
+def _registered_or_custom(cls, config: tfds.core.BuilderConfig) -> tfds.core.BuilderConfig | str:
+  """A registered config by its name (TFDS refuses a copy of it, e.g. one unpickled in a grain
+  worker); any other config as it is."""
   registered = cls.builder_configs.get(config.name)
   if registered is None:
     return config
@@ -125,7 +126,7 @@ def _registered_or_custom(cls, config: tfds.core.BuilderConfig) -> tfds.core.Bui
       f'but the data config asks for {_own_fields(config)}; give this layout its own name '
       '(data.video_folder.config_name / --config_name)'
     )
-  return registered
+  return registered.name
 
 
 def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -138,6 +139,7 @@ def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.Datase
   if builder.is_prepared():
     return builder
   if data_config.name == 'glitr_synthetic':
+    # In this process: ~3 ms a video, and worker processes would take seconds to start.
     logging.info(
       'Building %s/%s in %s', builder.name, builder.builder_config.name, builder.data_dir
     )
@@ -246,6 +248,14 @@ def _sampler_seed(seed: int) -> int:
   return int(np.random.SeedSequence(int(seed)).generate_state(1)[0] >> 1)
 
 
+def _allow_worker_processes(worker_count: int) -> None:
+  """grain's worker processes read absl flags: outside `absl.app.run` (tests, notebooks) the
+  flags are marked parsed with their defaults, instead of failing on the first batch."""
+  if worker_count > 0 and not flags.FLAGS.is_parsed():
+    logging.info('absl flags were not parsed; using their defaults for grain worker processes')
+    flags.FLAGS.mark_as_parsed()
+
+
 def _read_options(local_batch: int) -> grain.ReadOptions:
   # A record is a whole video of JPEG frames (~0.5 MB for SSv2): keep a few batches in flight.
   return grain.ReadOptions(num_threads=4, prefetch_buffer_size=max(16, 2 * local_batch))
@@ -298,6 +308,7 @@ def create_train_iterator(
     clips.TrainClip(_clip_spec(data_config, num_frames, image_size, train=True), offline),
     grain.Batch(batch_size=local_batch, drop_remainder=True),
   ]
+  _allow_worker_processes(int(data_config.worker_count))
   loader = grain.DataLoader(
     data_source=source,
     sampler=sampler,
@@ -369,6 +380,7 @@ class EvalIterable:
       .to_iter_dataset(_read_options(self._local_batch))
     )
     if self._worker_count > 0:
+      _allow_worker_processes(self._worker_count)
       dataset = dataset.mp_prefetch(
         grain.MultiprocessingOptions(
           num_workers=self._worker_count, per_worker_buffer_size=self._prefetch

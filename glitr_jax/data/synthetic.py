@@ -202,12 +202,15 @@ def _bouncing_path(rng: np.random.Generator, params: SyntheticParams) -> np.ndar
 def _background(rng: np.random.Generator, params: SyntheticParams) -> np.ndarray:
   """A static textured background, float32 (S, S, 3): grey-ish tint plus three gratings."""
   size = params.frame_size
-  yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+  coords = np.arange(size, dtype=np.float64)
   base = rng.uniform(0.25, 0.5) + rng.uniform(-0.05, 0.05, size=3)
-  texture = np.zeros((size, size), np.float32)
+  texture = np.zeros((size, size), np.float64)
   for _ in range(3):
     theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.08, 0.35), rng.uniform(0, 2 * np.pi)
-    texture += np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
+    # sin(kx x + ky y + phase), separably: sin(a + b) = sin a cos b + cos a sin b.
+    ax = 2 * np.pi * freq * np.cos(theta) * coords
+    by = 2 * np.pi * freq * np.sin(theta) * coords + phase
+    texture += np.outer(np.cos(by), np.sin(ax)) + np.outer(np.sin(by), np.cos(ax))
   return (base[None, None, :] + params.texture / 3 * texture[..., None]).astype(np.float32)
 
 
