@@ -143,7 +143,14 @@ def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.Datase
     logging.info(
       'Building %s/%s in %s', builder.name, builder.builder_config.name, builder.data_dir
     )
-    builder.download_and_prepare()
+    try:
+      builder.download_and_prepare()
+    except OSError:
+      # Several hosts sharing data_dir build the same files; TFDS writes each build into its
+      # own temporary folder and renames it, so one of them may find the target taken.
+      builder = make_builder(data_config)
+      if not builder.is_prepared():
+        raise
     return builder
   manual = data_config.manual_dir or '<the raw release>'
   data_dir = data_config.data_dir or '~/tensorflow_datasets'

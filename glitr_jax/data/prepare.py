@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   data_config = _data_config_from_flags()
   info = pipeline.prepare_dataset(data_config, num_workers=_NUM_WORKERS.value)
-  print(f'{info.name}/{info.config_name} in {info.data_dir}')
+  print(f'{info.name} ({info.config_name or "no config"}) in {info.data_dir}')
   print(f'  {info.num_classes} classes; examples: {info.num_examples}')
   for split, skipped in sorted(info.skipped_videos.items()):
     if skipped:

@@ -9,7 +9,8 @@ Each video shows a small *target* among *distractors* on a textured background:
   `num_motions` of these), at `speed` pixels per frame (x0.8-1.2 per video), from a random place
   that keeps its whole path inside the frame.
 * The class is (identity, motion): `label = identity * num_motions + motion`. Telling the motion
-  needs several frames, so accuracy grows with t.
+  needs several frames, so accuracy grows with t (the first position says a little about a
+  straight motion's direction, since the whole path must fit in the frame).
 * `num_distractors` squares with the same colour patterns (in either orientation) and a dark
   outline move in random directions and bounce off the borders: they carry no class information,
   and only the marked target does.
