@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from tiny import tiny_model_config
 
+from configs import common
 from glitr_jax import sharding
 from glitr_jax.eval import online, strategies
 from glitr_jax.models import glitr
@@ -253,61 +254,77 @@ def test_errors_name_the_problem():
 # --- The tiny GliTr against its own forwards. ---
 
 
+def tiny_eval_model_config():
+  """The model of eval_run_test's end-to-end run: the same compiled evaluation step serves both
+  (JAX's persistent compilation cache), and depth 1 halves the compile time."""
+  return tiny_model_config(num_classes=4, depth=1, temporal_depth=1)
+
+
 def discriminative_params(seed: int):
-  """Tiny GliTr weights whose predictions vary with the input: every Linear kernel redrawn at
-  1/sqrt(fan-in) (a fresh init's 0.02 kernels predict one class for every input)."""
-  model = glitr.GliTr.from_config(tiny_model_config())
-  flat, treedef = jax.tree_util.tree_flatten_with_path(model.init(jax.random.key(seed)))
+  """Tiny GliTr weights whose predictions vary with the input (a fresh init's 0.02 kernels predict
+  one class for every input): Linear kernels N(0, 1/fan-in), embeddings N(0, 0.02^2), LayerNorms
+  and biases as initialised. Drawn in NumPy from the parameter shapes (no init to compile).
+  """
+  model = glitr.GliTr.from_config(tiny_eval_model_config())
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
   rng = np.random.default_rng(seed)
-  leaves = [
-    rng.normal(size=x.shape).astype(np.float32) / np.sqrt(x.shape[0])
-    if x.ndim == 2 and 'kernel' in jax.tree_util.keystr(path)
-    else np.asarray(x)
-    for path, x in flat
-  ]
-  return model, jax.tree.unflatten(treedef, leaves)
+
+  def draw(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['scale']"):
+      return np.ones(leaf.shape, np.float32)
+    if name.endswith("['bias']") or name.endswith("['init_loc']"):
+      return np.zeros(leaf.shape, np.float32)
+    if name.endswith("['kernel']") and len(leaf.shape) == 2:
+      return (rng.normal(size=leaf.shape) / np.sqrt(leaf.shape[0])).astype(np.float32)
+    return (0.02 * rng.normal(size=leaf.shape)).astype(np.float32)
+
+  return model, jax.tree.unflatten(treedef, [draw(p, x) for p, x in flat])
 
 
 def test_tiny_glitr_matches_direct_forwards():
+  """Each strategy's accuracy equals the student's own forward at that strategy's locations.
+
+  The plan is the full one `main.py --mode=evaluate` runs (config defaults, 4 devices); 1 vs 4
+  devices is checked on the fake model above, whose step compiles in a fraction of the time.
+  """
   model, params = discriminative_params(0)
   _, teacher = discriminative_params(1)
   rng = np.random.default_rng(0)
   frames = rng.normal(size=(NUM_EXAMPLES, T, 32, 32, 3)).astype(np.float32)
-  forward = jax.jit(model.student_forward)
   at = jax.jit(lambda p, x, locs: model.student_forward(p, x, locations=locs)['logits'])
   center = at(params, frames, jnp.zeros((NUM_EXAMPLES, T, 2)))
   # Labels: the centre strategy's predictions at T, so that `center` must score 100% there.
   labels = np.asarray(jnp.argmax(center[:, -1], -1))
-  glitr_out = forward(params, frames)
+  glitr_out = jax.jit(model.student_forward)(params, frames)
   teacher_out = jax.jit(model.teacher_forward)(teacher, frames)
   s = PATCHES / GRID
+  index = jnp.arange(NUM_EXAMPLES)
   expected = {
     'glitr': glitr_out['logits'],
     'center': center,
     'bottom_left': at(params, frames, jnp.broadcast_to(jnp.array([-1 + s, 1 - s]), (13, T, 2))),
     'teacher': at(params, frames, teacher_out['locations']),
     'teacher_full_frames': teacher_out['logits'],
+    'uniform': at(params, frames, strategies.random_locations('uniform', 0, 1, index, T)),
   }
   expected_fig8b = at(teacher, frames, glitr_out['locations'])
-  plan = online.EvalPlan(strategies=tuple(expected), num_seeds=1, teacher_at_glitr=True)
-  by_devices = {}
-  for devices in (1, 4):
-    mesh = sharding.make_mesh(devices=jax.devices()[:devices])
-    evaluator = online.OnlineEvaluator(eval_config(), model, mesh)
-    by_devices[devices] = r = evaluator.run(
-      params, teacher, plan=plan, batches=padded_batches(frames, labels, 8)
-    )
-    assert r.num_examples == NUM_EXAMPLES
-    for name, logits in expected.items():
-      want = accuracy(np.asarray(jnp.argmax(logits, -1)), labels)
-      np.testing.assert_allclose(r.accuracy_per_t[name], want, err_msg=name)
-    np.testing.assert_allclose(
-      r.teacher_at_glitr, accuracy(np.asarray(jnp.argmax(expected_fig8b, -1)), labels)
-    )
-  assert by_devices[4].accuracy_per_t['center'][-1] == 1.0
-  assert by_devices[4].accuracy_per_t['bottom_left'][-1] < 1.0
-  assert by_devices[4].accuracy_per_t['glitr'][-1] < 1.0
-  for name in expected:
-    np.testing.assert_array_equal(
-      by_devices[1].accuracy_per_t[name], by_devices[4].accuracy_per_t[name]
-    )
+  config = common.get_base_config()
+  config.model = tiny_eval_model_config()
+  config.eval.batch_size = 8
+  config.eval.num_seeds = 2
+  plan = online.plan_from_config(config, strategies.ALL)
+  evaluator = online.OnlineEvaluator(config, model, sharding.make_mesh(devices=jax.devices()[:4]))
+  r = evaluator.run(params, teacher, plan=plan, batches=padded_batches(frames, labels, 8))
+  assert r.num_examples == NUM_EXAMPLES
+  for name, logits in expected.items():
+    want = accuracy(np.asarray(jnp.argmax(logits, -1)), labels)
+    got = r.accuracy_per_seed['uniform'][1] if name == 'uniform' else r.accuracy_per_t[name]
+    np.testing.assert_allclose(got, want, err_msg=name)
+  np.testing.assert_allclose(
+    r.teacher_at_glitr, accuracy(np.asarray(jnp.argmax(expected_fig8b, -1)), labels)
+  )
+  assert r.accuracy_per_t['center'][-1] == 1.0
+  assert r.accuracy_per_t['bottom_left'][-1] < 1.0
+  assert r.accuracy_per_t['glitr'][-1] < 1.0

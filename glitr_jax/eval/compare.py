@@ -164,6 +164,7 @@ def plot(reports: Sequence[dict], labels: Sequence[str], path: str) -> str:
     ax.set_xlabel('t (glimpses observed)')
     ax.set_ylabel('accuracy (%)')
     ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8)
   FigureCanvasAgg(fig)
   fig.savefig(path, bbox_inches='tight')

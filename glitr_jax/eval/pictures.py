@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib import patches
+from matplotlib import colors, patches
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
@@ -150,7 +150,9 @@ def plot_location_histograms(histogram_tbb: np.ndarray, path: str, *, frame_hw=N
   image = None
   for i in range(t):
     ax = fig.add_subplot(rows, cols, i + 1)
-    image = ax.imshow(fractions[i], cmap='magma', vmin=0, vmax=top, extent=extent)
+    # Square-root colour scale: l_1 (one bin) would otherwise wash out the later, spread-out t.
+    norm = colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=top)
+    image = ax.imshow(fractions[i], cmap='magma', norm=norm, extent=extent)
     ax.set_title(f't={i + 1}', fontsize=9)
     bins = histogram_tbb.shape[-1]
     edges_x = np.linspace(extent[0], extent[1], bins + 1)
@@ -165,7 +167,7 @@ def plot_location_histograms(histogram_tbb: np.ndarray, path: str, *, frame_hw=N
   fig.suptitle(
     'Glimpse centres of GliTr per t (fraction of videos; frame coordinates)', fontsize=10
   )
-  fig.colorbar(image, ax=fig.axes, shrink=0.8, label='fraction of videos')
+  fig.colorbar(image, ax=fig.axes, shrink=0.8, label='fraction of videos (sqrt scale)')
   return _save(fig, path)
 
 
