@@ -108,7 +108,7 @@ def eval_config(num_seeds: int = 3) -> ml_collections.ConfigDict:
 
 FULL_PLAN = online.EvalPlan(
   strategies=strategies.ALL, num_seeds=3, seed=0, gammas=(0.0, 0.3, 0.6, 0.9, 1.01),
-  histogram_bins=4, teacher_at_glitr=False,
+  histogram_bins=4, teacher_at_glitr=False, strategies_per_pass=3,  # 7 location sets: lax.map
 )  # fmt: skip
 
 

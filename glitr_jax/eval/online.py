@@ -164,8 +164,10 @@ def make_batch_fn(model, plan: EvalPlan) -> Callable:
     new = dict(totals)
     correct = dict(totals['correct'])
     new['count'] = totals['count'] + jnp.sum(mask_b, dtype=jnp.int32)
-    add = lambda name, counts: correct.__setitem__(name, correct[name] + counts.reshape(-1, t))
     per_example = {}
+
+    def add(name: str, counts: jax.Array) -> None:
+      correct[name] = correct[name] + counts.reshape(-1, t)  # (T,) or (seeds, T)
 
     glitr_locs = None
     if plan.has_glitr:
