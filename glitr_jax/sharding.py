@@ -78,5 +78,20 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
 
 
 def replicate(tree, mesh: Mesh):
-  """Places a pytree on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places a pytree on every device of the mesh (of every host).
+
+  Arrays already replicated on the mesh are kept; host values and arrays on this process's
+  devices go through host memory, since a device-to-device copy cannot cross hosts (every process
+  holds the same values, e.g. weights it loaded or initialised from the same seed).
+  """
+  target = replicated(mesh)
+
+  def put(x):
+    if isinstance(x, jax.Array):
+      if x.sharding.is_equivalent_to(target, x.ndim):
+        return x
+      if not x.is_fully_addressable:
+        return jax.device_put(x, target)
+    return jax.device_put(np.asarray(x), target)
+
+  return jax.tree.map(put, tree)

@@ -328,26 +328,6 @@ def summarize(plan: EvalPlan, totals: Mapping[str, Any]) -> Results:
   return results
 
 
-def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Places every leaf on all devices of `mesh` (of every host).
-
-  Leaves already replicated there (a training state) stay as they are; others go through host
-  memory, because a checkpoint restored onto one local device cannot be transferred to other
-  hosts' devices directly (every process holds the same values, so each fills its own devices).
-  """
-  target = sharding.replicated(mesh)
-
-  def put(x):
-    if isinstance(x, jax.Array):
-      if x.sharding.is_equivalent_to(target, x.ndim):
-        return x
-      if not x.is_fully_addressable:
-        return jax.device_put(x, target)
-    return jax.device_put(np.asarray(x), target)
-
-  return jax.tree.map(put, tree)
-
-
 def _host_batch(batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
   missing = [k for k in BATCH_KEYS if k not in batch]
   if missing:
@@ -469,9 +449,11 @@ class OnlineEvaluator:
     if plan.needs_teacher and teacher_params is None:
       teacher_params = params
     step = self.step_fn(plan)
-    params = replicate(params, self._mesh)
-    teacher_params = None if not plan.needs_teacher else replicate(teacher_params, self._mesh)
-    totals = replicate(init_totals(plan, self._model.num_frames), self._mesh)
+    params = sharding.replicate(params, self._mesh)
+    teacher_params = (
+      None if not plan.needs_teacher else sharding.replicate(teacher_params, self._mesh)
+    )
+    totals = sharding.replicate(init_totals(plan, self._model.num_frames), self._mesh)
     batches = self.batches() if batches is None else batches
     total = len(batches) if hasattr(batches, '__len__') else None
     show = progress and jax.process_index() == 0

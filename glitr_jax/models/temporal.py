@@ -82,10 +82,12 @@ class TemporalTransformer(nn.Module):
     max_len = max_len or self.num_frames
     head_dim = self.hidden_size // self.num_heads
     shape = (batch_size, max_len, self.num_heads, head_dim)
-    empty = layers.LayerCache(
-      k_bthd=jnp.zeros(shape, self.dtype), v_bthd=jnp.zeros(shape, self.dtype)
+    # One buffer per layer (not one shared object): a state built outside jit can be donated.
+    empty = tuple(
+      layers.LayerCache(k_bthd=jnp.zeros(shape, self.dtype), v_bthd=jnp.zeros(shape, self.dtype))
+      for _ in range(self.depth)
     )
-    return TemporalCache(layers=(empty,) * self.depth, length=jnp.zeros((), jnp.int32))
+    return TemporalCache(layers=empty, length=jnp.zeros((), jnp.int32))
 
   @nn.compact
   def __call__(

@@ -28,7 +28,6 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from glitr_jax import convert
 from glitr_jax.models import glitr
 
-ITEMS = ('params', 'train', 'data')
 BEST_METRIC = 'accuracy_at_T'
 
 
@@ -52,7 +51,17 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Checkpo
     enable_async_checkpointing=bool(c.async_save),
     create=True,
   )
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=_handlers())
+
+
+def _handlers() -> dict[str, Any]:
+  # Named up front so that a fresh manager (a resumed run) can read item metadata before it has
+  # saved or restored anything.
+  return {
+    'params': ocp.StandardCheckpointHandler(),
+    'train': ocp.StandardCheckpointHandler(),
+    'data': grain.checkpoint.CheckpointHandler(),
+  }
 
 
 def save(
@@ -162,12 +171,15 @@ def best_step(manager: ocp.CheckpointManager) -> int | None:
 
 
 def _params_from_step_dir(step_dir: str, model_config) -> Any:
+  # Restored onto this process's first device, whatever devices wrote it.
   expected = _abstract(
-    jax.eval_shape(glitr.GliTr.from_config(model_config).init, jax.random.key(0))
+    jax.eval_shape(glitr.GliTr.from_config(model_config).init, jax.random.key(0)),
+    jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
   )
   path = os.path.join(step_dir, 'params')
   with ocp.StandardCheckpointer() as ckptr:
     meta = ckptr.metadata(path)
+    meta = getattr(meta, 'item_metadata', meta)  # StepMetadata -> the tree's metadata
     _check_shapes(expected, getattr(meta, 'tree', meta), step_dir)
     return ckptr.restore(path, expected)
 
@@ -196,7 +208,7 @@ def resolve(source: str, which: str = 'latest') -> tuple[str, int | None]:
   if not os.path.isdir(ckpt_root):
     raise FileNotFoundError(f'{source} holds no checkpoints (expected {ckpt_root}/<step>/)')
   manager = ocp.CheckpointManager(
-    ckpt_root, options=ocp.CheckpointManagerOptions(read_only=True), item_names=ITEMS
+    ckpt_root, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=_handlers()
   )
   step = best_step(manager) if which == 'best' else None
   step = manager.latest_step() if step is None else step

@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -27,6 +26,7 @@ from jax.experimental import multihost_utils
 
 from glitr_jax import data as data_lib
 from glitr_jax import optim, sharding
+from glitr_jax.eval import online
 from glitr_jax.models import glitr
 from glitr_jax.train import checkpoints, init, steps
 
@@ -137,43 +137,6 @@ def summarize(pending: list[tuple[int, dict]]) -> dict[str, float]:
   return out
 
 
-class Evaluator:
-  """Online accuracy after every t on the validation split (the student's learned policy, or
-  the teacher on full frames), counted exactly once per example on any number of devices."""
-
-  def __init__(self, config, model: glitr.GliTr, mesh):
-    self._config = config
-    self._mesh = mesh
-    sharding.check_batch_size(config.eval.batch_size, mesh, field='eval.batch_size')
-    step = steps.make_eval_step(model, config.stage)
-    self._step = jax.jit(
-      step,
-      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-      out_shardings=sharding.replicated(mesh),
-    )
-
-  def __call__(self, params) -> dict[str, float]:
-    c = self._config
-    batches = data_lib.create_eval_iterator(
-      c.data,
-      batch_size=c.eval.batch_size,
-      num_frames=c.model.num_frames,
-      image_size=c.model.image_size,
-      max_examples=c.eval.max_examples,
-    )
-    correct = jnp.zeros((c.model.num_frames,), jnp.int32)
-    count = 0
-    for batch in batches:
-      count += int(np.sum(batch['mask']))
-      device_batch = sharding.to_global(batch, self._mesh)
-      correct = correct + self._step(params, device_batch)
-    count = int(multihost_utils.process_allgather(np.int64(count)).sum())
-    accuracy = np.asarray(jax.device_get(correct)) / max(count, 1)
-    out = {f'eval_accuracy_t{t + 1}': float(a) for t, a in enumerate(accuracy)}
-    out['eval_examples'] = float(count)
-    return out
-
-
 class _Preemption:
   """Turns SIGTERM into a flag the loop checks between steps."""
 
@@ -281,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     out_shardings=(replicated, replicated),
     donate_argnums=(0,) if config.donate else (),
   )
-  evaluator = Evaluator(config, model, mesh)
+  evaluator = online.OnlineEvaluator(config, model, mesh)
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=None)
   preemption = _Preemption()
 
@@ -308,7 +271,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         window_start, window_steps = time.time(), 0
       eval_metrics = None
       if (config.eval_every_steps > 0 and done % config.eval_every_steps == 0) or is_last:
-        eval_metrics = evaluator(state.params)
+        (per_t,) = evaluator(state.params).values()  # glitr (student) / full frames (teacher)
+        eval_metrics = {f'eval_accuracy_t{t + 1}': float(a) for t, a in enumerate(per_t)}
+        eval_metrics['eval_examples'] = float(evaluator.last_num_examples)
         row.update(eval_metrics)
       if row:
         writer.write_scalars(done, row)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from glitr_jax import losses, optim
+from glitr_jax import losses
 from glitr_jax.models import glitr
 
 Params = Any
@@ -61,7 +61,10 @@ def _targets_and_video(config, rng, batch, num_classes):
   video, labels = batch['video'], batch['label']
   offline = batch.get('offline_logits')
   if aug.mixup > 0 or aug.cutmix > 0:
-    video, targets, offline = mixup_lib.mixup_cutmix(
+    # Precomputed offline logits belong to the unmixed clips: mix their distributions the way the
+    # labels are mixed (a mixture of the two videos' predictions), and return log-probabilities.
+    soft = None if offline is None else jax.nn.softmax(offline.astype(jnp.float32), axis=-1)
+    video, targets, soft = mixup_lib.mixup_cutmix(
       rng,
       video,
       labels,
@@ -71,8 +74,9 @@ def _targets_and_video(config, rng, batch, num_classes):
       prob=aug.mixup_prob,
       switch_prob=aug.mixup_switch_prob,
       label_smoothing=config.loss.label_smoothing,
-      soft=offline,
+      soft=soft,
     )
+    offline = None if soft is None else jnp.log(jnp.maximum(soft, 1e-12))
   else:
     targets = losses.smooth_labels(labels, num_classes, config.loss.label_smoothing)
   return video, targets, offline
@@ -185,25 +189,3 @@ def make_train_step(
     return new_state, metrics
 
   return train_step
-
-
-def make_eval_step(model: glitr.GliTr, stage: str) -> Callable:
-  """Builds `eval_step(params, batch) -> (T,) correct counts` over the batch's real examples.
-
-  The student is evaluated with its learned glimpse policy, the teacher on full frames. Padding
-  examples (mask False) count nothing, so uneven splits are counted exactly.
-  """
-
-  def eval_step(params: Params, batch: dict) -> jax.Array:
-    if stage == 'student':
-      logits = model.student_forward(params, batch['video'])['logits']
-    else:
-      logits = model.frame_targets(params, batch['video'])['logits']
-    correct = jnp.argmax(logits, -1) == batch['label'][:, None]
-    return jnp.sum(correct & batch['mask'][:, None], axis=0).astype(jnp.int32)
-
-  return eval_step
-
-
-def lr_schedules(config, total_steps: int, steps_per_epoch: int) -> dict[str, Callable]:
-  return optim.schedules(config, total_steps, steps_per_epoch)
