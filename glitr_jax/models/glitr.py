@@ -17,6 +17,7 @@ baselines, the teacher's consistency branch), with no sequential dependency: one
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax
@@ -44,6 +45,11 @@ class StepState:
   tc: temporal.TemporalCache
   tl: temporal.TemporalCache
   location: jax.Array
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: 'GliTr'):
+  return jax.jit(model._init)
 
 
 def _split(rng: jax.Array | None, n: int) -> list[jax.Array | None]:
@@ -119,7 +125,11 @@ class GliTr:
 
     Tl shares Tc's blocks, input projection and temporal embedding at initialisation (copied, not
     aliased), and has its own head (PyTorch default init x 0.1, no bias) and init_loc = (0, 0).
+    Compiled once per model (running Flax's init op by op costs seconds on a CPU).
     """
+    return _jitted_init(self)(rng)
+
+  def _init(self, rng: jax.Array) -> Params:
     k_f, k_c, k_l = jax.random.split(rng, 3)
     frames = jnp.zeros((1, self.image_size, self.image_size, 3), jnp.float32)
     feats = jnp.zeros((1, self.num_frames, self.backbone.hidden_size), jnp.float32)
