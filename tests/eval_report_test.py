@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from glitr_jax import pixels
 from glitr_jax.eval import compare, online, report, strategies
 
 T = 4
@@ -132,8 +133,8 @@ def test_glimpse_only_view_keeps_exactly_the_glimpse_pixels():
   # bottom_left of a 4-patch grid with 2-patch glimpses: the frame's bottom-left quarter.
   rows, cols = np.nonzero(seen[1, :, :, 0])
   assert cols.min() == 0 and rows.max() == 31 and cols.max() <= 16 and rows.min() >= 15
-  normalised = (np.full((1, 2, 2, 3), 0.5) - pictures.IMAGENET_MEAN) / pictures.IMAGENET_STD
-  np.testing.assert_array_equal(pictures.unnormalize(normalised), np.full((1, 2, 2, 3), 128))
+  normalised = (np.full((1, 2, 2, 3), 0.5) - pixels.IMAGENET_MEAN) / pixels.IMAGENET_STD
+  np.testing.assert_array_equal(pixels.denormalize(normalised), np.full((1, 2, 2, 3), 128))
 
 
 def write_workdir(root, name, scale, glimpse=G):

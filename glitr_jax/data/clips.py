@@ -16,6 +16,7 @@ import os
 import grain.python as grain
 import numpy as np
 
+from glitr_jax import pixels
 from glitr_jax.data import rand_augment as rand_augment_lib
 from glitr_jax.data import sampling, transforms, video_io
 
@@ -73,7 +74,7 @@ def train_clip(frames_jpeg: np.ndarray, spec: ClipSpec, rng: np.random.Generator
     video = transforms.random_resized_crop(frames, spec.image_size, spec.scale, spec.ratio, rng)
   else:
     video = transforms.resize_and_center_crop(images, spec.eval_short_side, spec.image_size)
-  video = transforms.normalize(video, max_value=255.0)
+  video = pixels.normalize(video, max_value=255.0)
   return transforms.random_erase_cube(video, spec.random_erasing, rng, in_place=True)
 
 
@@ -82,7 +83,7 @@ def eval_clip(frames_jpeg: np.ndarray, spec: ClipSpec) -> np.ndarray:
   indices = sampling.eval_frame_indices(len(frames_jpeg), spec.num_frames)
   images = _decode(frames_jpeg, indices)
   frames = transforms.resize_and_center_crop(images, spec.eval_short_side, spec.image_size)
-  return transforms.normalize(frames, max_value=255.0)
+  return pixels.normalize(frames, max_value=255.0)
 
 
 class OfflineLogits:

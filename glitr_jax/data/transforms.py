@@ -9,9 +9,6 @@ import math
 import numpy as np
 from PIL import Image
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
 # Random erasing (timm's RandomErasing as VideoMAE configures it: mode 'pixel', one box).
 ERASE_AREA = (0.02, 1.0 / 3.0)
 ERASE_ASPECT = (0.3, 1.0 / 0.3)
@@ -20,22 +17,6 @@ ERASE_ASPECT = (0.3, 1.0 / 0.3)
 def to_unit_float(frames_thwc: np.ndarray) -> np.ndarray:
   """uint8 frames -> float32 in [0, 1] (torchvision's ToTensor)."""
   return np.asarray(frames_thwc, dtype=np.float32) * np.float32(1.0 / 255.0)
-
-
-def normalize(frames_thwc: np.ndarray, max_value: float = 1.0) -> np.ndarray:
-  """ImageNet normalisation: (x / max_value - mean) / std per channel.
-
-  Args:
-    frames_thwc: frames with values in [0, max_value] (1 after ToTensor, 255 for pixels).
-    max_value: the value of white.
-
-  Returns:
-    float32 frames of the same shape (a new array).
-  """
-  scale = (1.0 / (max_value * IMAGENET_STD)).astype(np.float32)
-  out = np.multiply(frames_thwc, scale, dtype=np.float32)
-  out -= IMAGENET_MEAN / IMAGENET_STD
-  return out
 
 
 def random_resized_crop_params(

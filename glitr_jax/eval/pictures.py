@@ -17,11 +17,9 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from glitr_jax import glimpse as glimpse_lib
+from glitr_jax import pixels
 from glitr_jax.eval import online
 from glitr_jax.eval import strategies as strategies_lib
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 STYLE = {  # strategy -> (label, colour, line style)
   strategies_lib.GLITR: ('GliTr (learned)', 'tab:red', '-'),
@@ -34,12 +32,6 @@ STYLE = {  # strategy -> (label, colour, line style)
 }
 COLUMNS = 8  # frames per row in example grids and histogram panels
 CORRECT, WRONG = '#1a9850', '#d73027'
-
-
-def unnormalize(frames: np.ndarray) -> np.ndarray:
-  """ImageNet-normalised float frames (..., H, W, 3) -> uint8 RGB for display."""
-  rgb = np.asarray(frames, np.float32) * IMAGENET_STD + IMAGENET_MEAN
-  return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def glimpse_only(
@@ -189,7 +181,7 @@ def plot_example(
   Each column is one t, titled with the prediction after that glimpse (green when right, red
   when wrong) and its confidence; the suptitle names the true class.
   """
-  frames = unnormalize(example.frames)
+  frames = pixels.denormalize(example.frames)
   seen = glimpse_only(frames, example.locations, glimpse_pixels)
   t, h, w = frames.shape[:3]
   boxes = np.asarray(glimpse_lib.box(np.asarray(example.locations), glimpse_pixels, (h, w)))
@@ -253,7 +245,7 @@ def example_gif(
     display_size: frames are scaled up (nearest) so that their longer side is at least this.
     frame_ms: display time of each t.
   """
-  frames = unnormalize(example.frames)
+  frames = pixels.denormalize(example.frames)
   seen = glimpse_only(frames, example.locations, glimpse_pixels)
   t, h, w = frames.shape[:3]
   scale = max(1, math.ceil(display_size / max(h, w)))

@@ -18,7 +18,6 @@ from glitr_jax.streaming.camera import (
   Camera,
   FrameCamera,
   VideoFileCamera,
-  denormalize,
   normalize,
   prepare_frame,
 )
@@ -38,7 +37,6 @@ __all__ = [
   'StreamingAgent',
   'VideoFileCamera',
   'agent_step',
-  'denormalize',
   'export_agent',
   'glimpse_view',
   'init_state',

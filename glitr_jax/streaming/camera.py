@@ -22,12 +22,8 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from glitr_jax import glimpse
+from glitr_jax import glimpse, pixels
 
-# ImageNet normalisation (DESIGN.md section 1). glitr_jax.data.transforms holds the same constants,
-# but importing the data package pulls in TensorFlow Datasets, which a camera process should not.
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 # The evaluation geometry (DESIGN.md section 4): short side to 256, centre crop 224.
 EVAL_CROP_FRACTION = 224 / 256
 
@@ -36,14 +32,7 @@ _extract = jax.jit(glimpse.extract, static_argnums=2)
 
 def normalize(frames_uint8: np.ndarray) -> np.ndarray:
   """uint8 RGB (..., 3) -> float32 ImageNet-normalised: (x / 255 - mean) / std."""
-  unit = np.asarray(frames_uint8, np.float32) * np.float32(1.0 / 255.0)
-  return (unit - IMAGENET_MEAN) / IMAGENET_STD
-
-
-def denormalize(pixels: np.ndarray) -> np.ndarray:
-  """Normalised float pixels (..., 3) -> uint8 RGB for display."""
-  unit = np.asarray(pixels, np.float32) * IMAGENET_STD + IMAGENET_MEAN
-  return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
+  return pixels.normalize(frames_uint8, max_value=255.0)
 
 
 def prepare_frame(

@@ -17,9 +17,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from glitr_jax import export_runtime, inference
+from glitr_jax import export_runtime, inference, pixels
 from glitr_jax.streaming import agent as agent_lib
-from glitr_jax.streaming.camera import IMAGENET_MEAN, IMAGENET_STD
 
 # Lowered for the CPU and CUDA GPUs by default (cross-platform lowering works on any host); the
 # artifact then runs on either. Add 'tpu' or 'rocm' with export_agent(platforms=...).
@@ -117,8 +116,8 @@ def export_agent(
     'class_names': None if class_names is None else list(class_names),
     'pixels': {
       'layout': '(B, g, g, 3) float32 RGB, ImageNet-normalised: (x / 255 - mean) / std',
-      'mean': IMAGENET_MEAN.tolist(),
-      'std': IMAGENET_STD.tolist(),
+      'mean': pixels.IMAGENET_MEAN.tolist(),
+      'std': pixels.IMAGENET_STD.tolist(),
     },
     'locations': '(lx, ly) normalised frame coordinates; +-1 = centres of the corner pixels, '
     'ly points down; a glimpse of g px spans +-g/image_size around its centre',

@@ -5,8 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from glitr_jax import glimpse
-from glitr_jax.streaming.camera import denormalize
+from glitr_jax import glimpse, pixels
 from glitr_jax.streaming.runner import StreamResult
 
 # Earlier glimpses stay on the canvas, dimmed, so the picture shows the stream's memory.
@@ -50,7 +49,7 @@ def glimpse_view(
     x0, y0, x1, y1 = np.asarray(glimpse.box(loc, g, frame_hw))[0]
     # A glimpse's samples sit ~1 px apart from x0 to x1: paste it resized to that span.
     span_w, span_h = int(round(x1 - x0)) + 1, int(round(y1 - y0)) + 1
-    patch = Image.fromarray(denormalize(result.glimpses[t, stream])).resize(
+    patch = Image.fromarray(pixels.denormalize(result.glimpses[t, stream])).resize(
       (span_w, span_h), Image.NEAREST
     )
     layer = Image.new('RGB', (w, h))
