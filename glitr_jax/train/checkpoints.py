@@ -48,6 +48,10 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Checkpo
     )  # fmt: skip
   options = ocp.CheckpointManagerOptions(
     preservation_policy=pp.AnyPreservationPolicy(policies),
+    # best_fn makes orbax write each step's metrics to disk, so a resumed run still knows which
+    # checkpoint was best (the preservation policy above decides what is kept).
+    best_fn=lambda m: m[BEST_METRIC],
+    best_mode='max',
     enable_async_checkpointing=bool(c.async_save),
     create=True,
   )
