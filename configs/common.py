@@ -132,6 +132,20 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.offline.model = ''  # '' | 'videomae'
   c.offline.checkpoint = ''  # official VideoMAE fine-tuned .pth / .npz
   c.offline.mode = 'on_the_fly'  # | 'precomputed' (reads data.offline_logits)
+  # Sizes of the VideoMAE the checkpoint holds (glitr_jax.models.videomae): ViT-B/16 fine-tuned on
+  # SSv2. It sees the teacher's clip, so num_frames / image_size must equal model.num_frames /
+  # model.image_size, and num_classes model.num_classes (same class order).
+  c.offline.videomae = ml_collections.ConfigDict()
+  c.offline.videomae.hidden_size = 768
+  c.offline.videomae.depth = 12
+  c.offline.videomae.num_heads = 12
+  c.offline.videomae.mlp_ratio = 4.0
+  c.offline.videomae.tubelet_size = 2
+  c.offline.videomae.patch_size = 16
+  c.offline.videomae.num_frames = 16
+  c.offline.videomae.image_size = 224
+  c.offline.videomae.num_classes = 174
+  c.offline.videomae.compute_dtype = 'float32'  # | 'bfloat16' (parameters stay float32)
 
   # --- Evaluation (main.py --mode=evaluate, and periodic evaluation while training). ---
   c.eval_checkpoint = ''  # '' = the newest checkpoint in the workdir
