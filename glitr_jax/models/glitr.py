@@ -60,6 +60,29 @@ def _rngs(rng: jax.Array | None) -> dict[str, jax.Array]:
   return {} if rng is None else {'dropout': rng}
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _rollout(model: 'GliTr', train: bool, params, frames_bthwc, rng):
+  """GliTr.policy_rollout: the scan forward; a loop-free replay for the backward pass."""
+  return model._rollout_scan(params, frames_bthwc, train, rng)
+
+
+def _rollout_fwd(model: 'GliTr', train: bool, params, frames_bthwc, rng):
+  feats_btd, locs_bt2 = model._rollout_scan(params, frames_bthwc, train, rng)
+  # Residuals: the inputs (already alive) and the (B, T, D) features, not the scan's activations.
+  return (feats_btd, locs_bt2), (params, frames_bthwc, rng, feats_btd)
+
+
+def _rollout_bwd(model: 'GliTr', train: bool, residuals, cotangents):
+  params, frames_bthwc, rng, feats_btd = residuals
+  replay = lambda p, x: model._replay(p, x, jax.lax.stop_gradient(feats_btd), train, rng)
+  _, vjp = jax.vjp(replay, params, frames_bthwc)
+  d_params, d_frames = vjp(cotangents)
+  return d_params, d_frames, None  # The RNG has no cotangent.
+
+
+_rollout.defvjp(_rollout_fwd, _rollout_bwd)
+
+
 @dataclasses.dataclass(frozen=True)
 class GliTr:
   """The three modules and the glimpse geometry. Build it with `GliTr.from_config`."""
@@ -271,10 +294,25 @@ class GliTr:
   ) -> tuple[jax.Array, jax.Array]:
     """The closed glimpse loop: lax.scan over time of crop -> Tf -> Tl's cached step.
 
+    Under differentiation the loop is not differentiated step by step: the scan runs forward only
+    (no residuals), and the backward pass replays the same computation without the loop
+    (`_replay`): Tl's causal pass over the rollout's features gives every location at once, then
+    one batched Tf pass over all B * T glimpses, differentiated as one large computation. This is
+    exact because Tl sees stop_gradient(features): the locations depend on the features' values
+    only, never on their gradients, so nothing is sequential in the backward pass. The replay
+    draws the rollout's drop-path masks (tests/perf_test.py checks the gradients against
+    differentiating the scan itself).
+
     Returns:
       features (B, T, D) of the glimpses and locations (B, T, 2) where they were taken.
       Gradients reach Tl and init_loc through the crops; Tl sees stop_gradient(features).
     """
+    return _rollout(self, train, params, frames_bthwc, rng)
+
+  def _rollout_scan(
+    self, params: Params, frames_bthwc: jax.Array, train: bool, rng
+  ) -> tuple[jax.Array, jax.Array]:
+    """policy_rollout's forward: the scan (also differentiable by plain autodiff, step by step)."""
     b, t = frames_bthwc.shape[:2]
     r_f, r_l = _split(rng, 2)
     tl_params = {'params': params['temploc_head']}
@@ -294,6 +332,31 @@ class GliTr:
     xs = (jnp.moveaxis(frames_bthwc, 1, 0), jnp.arange(t))
     _, (feats_tbd, locs_tb2) = jax.lax.scan(body, init, xs)
     return jnp.moveaxis(feats_tbd, 0, 1), jnp.moveaxis(locs_tb2, 0, 1)
+
+  def _replay(
+    self, params: Params, frames_bthwc: jax.Array, feats_btd: jax.Array, train: bool, rng
+  ) -> tuple[jax.Array, jax.Array]:
+    """The rollout recomputed without its loop, given the features it produced.
+
+    Tl's causal pass over stop_gradient(feats) yields l_2..l_{T+1} at once (the same outputs
+    as its cached steps); every glimpse is then cropped and encoded in one Tf pass, vmapped over
+    time so that step t draws the rollout's drop-path masks (its RNG is fold_in(r_f, t)); the
+    vmap folds time into the matmuls' rows: (T * B * tokens, D) products, not T small ones.
+
+    Returns:
+      features (B, T, D) and locations (B, T, 2), equal to `_rollout_scan`'s outputs.
+    """
+    b, t = frames_bthwc.shape[:2]
+    r_f, r_l = _split(rng, 2)
+    preds_bt2 = self.locate(params, feats_btd, train=train, rng=r_l)
+    locs_bt2 = jnp.concatenate([self.init_location(params, b)[:, None], preds_bt2[:, :-1]], axis=1)
+
+    def encode(frame_bhwc, loc_b2, step):
+      r_step = None if r_f is None else jax.random.fold_in(r_f, step)
+      return self.glimpse_features(params, frame_bhwc, loc_b2, train=train, rng=r_step)
+
+    feats_tbd = jax.vmap(encode, in_axes=(1, 1, 0))(frames_bthwc, locs_bt2, jnp.arange(t))
+    return jnp.moveaxis(feats_tbd, 0, 1), locs_bt2
 
   def student_forward(
     self,

