@@ -133,8 +133,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.offline.checkpoint = ''  # official VideoMAE fine-tuned .pth / .npz
   c.offline.mode = 'on_the_fly'  # | 'precomputed' (reads data.offline_logits)
   # Sizes of the VideoMAE the checkpoint holds (glitr_jax.models.videomae): ViT-B/16 fine-tuned on
-  # SSv2. It sees the teacher's clip, so num_frames / image_size must equal model.num_frames /
-  # model.image_size, and num_classes model.num_classes (same class order).
+  # SSv2. num_classes must equal model.num_classes (same class order); on the fly VideoMAE sees the
+  # teacher's clip, so num_frames / image_size must also equal model.num_frames / image_size.
   c.offline.videomae = ml_collections.ConfigDict()
   c.offline.videomae.hidden_size = 768
   c.offline.videomae.depth = 12

@@ -1,0 +1,1 @@
+"""Command-line tools run as `python -m glitr_jax.tools.<name>` (each documents its command)."""
