@@ -186,7 +186,12 @@ if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'Teacher config (configs/*.py[:arg]).')
   flags.DEFINE_string('out', None, 'The .npz to write (video_ids, logits).')
   flags.DEFINE_string('split', None, 'Dataset split (default: data.train_split).')
-  flags.DEFINE_integer('batch_size', None, 'Clips per forward (default: eval.batch_size).')
+  flags.DEFINE_integer(
+    'batch_size',
+    None,
+    'Clips per forward (default: eval.batch_size); lower it if memory runs out (ViT-B attention '
+    'over 1568 tokens holds B x 12 x 1568^2 float32 logits per block).',
+  )
   flags.DEFINE_integer('max_examples', -1, '> 0: only the first examples of the split.')
   flags.mark_flags_as_required(['config', 'out'])
   app.run(main)
