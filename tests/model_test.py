@@ -9,7 +9,7 @@ from tiny import tiny_model_config
 
 from glitr_jax import glimpse, inference
 from glitr_jax.models import config as model_config_lib
-from glitr_jax.models import glitr
+from glitr_jax.models import glitr, layers
 
 CONFIG = tiny_model_config()
 MODEL = glitr.GliTr.from_config(CONFIG)
@@ -185,3 +185,30 @@ def test_inference_compiles_once_per_config():
   inference.student_forward(VARIABLES, CONFIG, FRAMES)
   copy = ml_collections.ConfigDict(CONFIG.to_dict())
   assert inference.model_for(copy) is inference.model_for(CONFIG)
+
+
+def test_sincos_position_tables():
+  """posemb_init='sincos': 2-D tables, columns from x and rows from y; 1-D for time."""
+  table = np.asarray(layers.posemb_init('sincos', 2)(None, (1, 16, 8)))[0]  # 4 x 4 grid, D = 8
+  x_part, y_part = table[:, :4], table[:, 4:]
+  np.testing.assert_allclose(table[0], [0, 0, 1, 1, 0, 0, 1, 1], atol=1e-7)  # sin 0, cos 0
+  for i in range(16):
+    y, x = divmod(i, 4)
+    np.testing.assert_allclose(x_part[i], x_part[x], atol=1e-7)  # depends on the column only
+    np.testing.assert_allclose(y_part[i], y_part[4 * y], atol=1e-7)
+    np.testing.assert_allclose(x_part[i][0], np.sin(x), atol=1e-6)  # frequency 1 at channel 0
+  assert len({tuple(np.round(row, 5)) for row in table}) == 16  # every patch distinct
+  temporal = np.asarray(layers.posemb_init('sincos', 1)(None, (1, 5, 6)))[0]
+  np.testing.assert_allclose(temporal[:, 0], np.sin(np.arange(5)), atol=1e-6)
+  np.testing.assert_allclose(temporal[:, 3], np.cos(np.arange(5)), atol=1e-6)
+
+  model = glitr.GliTr.from_config(tiny_model_config(posemb_init='sincos'))
+  params = model.init(jax.random.key(0))
+  grid = model.grid_size
+  d = params['backbone']['pos_embed'].shape[-1]
+  expected = layers.posemb_init('sincos', 2)(None, (1, grid * grid, d))
+  np.testing.assert_allclose(params['backbone']['pos_embed'], expected, atol=1e-6)
+  tmp = params['temporal_head']['tmp_embed']
+  np.testing.assert_allclose(tmp, layers.posemb_init('sincos', 1)(None, tmp.shape), atol=1e-6)
+  with pytest.raises(ValueError, match=r'model\.posemb_init'):
+    glitr.GliTr.from_config(tiny_model_config(posemb_init='learned'))

@@ -33,7 +33,8 @@ def get_model_config(**overrides) -> ml_collections.ConfigDict:
   Returns:
     A ConfigDict with the fields of `FIELDS` plus the performance switches `compute_dtype`
     ('float32' or 'bfloat16': activations and matmuls; parameters stay float32) and `remat`
-    (rematerialise Tf's blocks in the backward pass).
+    (rematerialise Tf's blocks in the backward pass), and `posemb_init` ('normal': timm's
+    trunc-normal position tables; 'sincos': sine-cosine starts, for training from scratch).
   """
   config = ml_collections.ConfigDict(
     dict(
@@ -52,6 +53,7 @@ def get_model_config(**overrides) -> ml_collections.ConfigDict:
       drop_path_rate=0.1,
       compute_dtype='float32',
       remat=False,
+      posemb_init='normal',
     )
   )
   unknown = set(overrides) - set(config.keys())
@@ -87,6 +89,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(isinstance(config[field], int) and config[field] > 0, field, 'must be a positive int')
   check(config.mlp_ratio > 0, 'mlp_ratio', 'must be positive')
   check(0.0 <= config.drop_path_rate < 1.0, 'drop_path_rate', 'must be in [0, 1)')
+  if 'posemb_init' in config:
+    check(config.posemb_init in ('normal', 'sincos'), 'posemb_init', "must be 'normal' or 'sincos'")
   check(
     config.image_size % config.patch_size == 0,
     'image_size',

@@ -108,6 +108,7 @@ class GliTr:
       grid_size=grid,
       drop_path_rate=config.drop_path_rate,
       remat=bool(config.get('remat', False)),
+      posemb_init=config.get('posemb_init', 'normal'),
       dtype=dtype,
     )
     head = lambda outputs, location: temporal.TemporalTransformer(
@@ -119,6 +120,7 @@ class GliTr:
       mlp_ratio=config.mlp_ratio,
       drop_path_rate=config.drop_path_rate,
       location_head=location,
+      posemb_init=config.get('posemb_init', 'normal'),
       dtype=dtype,
     )
     return cls(

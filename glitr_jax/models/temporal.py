@@ -64,6 +64,7 @@ class TemporalTransformer(nn.Module):
     drop_path_rate: stochastic depth of the last block (timm's linear schedule).
     location_head: True for Tl: a bias-free head at PyTorch's default init x 0.1, and the
       learnable first location `init_loc` (2,) = (0, 0).
+    posemb_init: 'normal' (timm) or 'sincos' (1-D sine-cosine start of the learned tmp_embed).
     dtype: computation dtype.
   """
 
@@ -75,6 +76,7 @@ class TemporalTransformer(nn.Module):
   mlp_ratio: float = 4.0
   drop_path_rate: float = 0.0
   location_head: bool = False
+  posemb_init: str = 'normal'
   dtype: Dtype = jnp.float32
 
   def init_cache(self, batch_size: int, max_len: int | None = None) -> TemporalCache:
@@ -116,7 +118,9 @@ class TemporalTransformer(nn.Module):
     if feats_bsd.shape[-1] != e:
       x_bse = nn.Dense(e, dtype=self.dtype, kernel_init=layers.dense_init, name='embed_proj')(x_bse)
       x_bse = nn.LayerNorm(epsilon=layers.LN_EPS, dtype=self.dtype, name='embed_norm')(x_bse)
-    tmp_embed = self.param('tmp_embed', layers.dense_init, (1, self.num_frames, e))
+    tmp_embed = self.param(
+      'tmp_embed', layers.posemb_init(self.posemb_init, 1), (1, self.num_frames, e)
+    )
 
     s = x_bse.shape[1]
     start = jnp.zeros((), jnp.int32) if cache is None else cache.length

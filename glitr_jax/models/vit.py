@@ -59,6 +59,7 @@ class VisionTransformer(nn.Module):
     grid_size: side of the position-embedding grid (image_size // patch_size; 14 for 224 px).
     drop_path_rate: stochastic depth of the last block (timm's linear schedule).
     remat: rematerialise each block in the backward pass (saves activation memory).
+    posemb_init: 'normal' (timm) or 'sincos' (2-D sine-cosine start of the learned table).
     dtype: computation dtype (parameters stay float32).
   """
 
@@ -70,6 +71,7 @@ class VisionTransformer(nn.Module):
   grid_size: int = 14
   drop_path_rate: float = 0.0
   remat: bool = False
+  posemb_init: str = 'normal'
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -95,7 +97,9 @@ class VisionTransformer(nn.Module):
     init = layers.dense_init
     cls_token = self.param('cls_token', init, (1, 1, d))
     cls_embed = self.param('cls_embed', init, (1, 1, d))
-    pos_embed = self.param('pos_embed', init, (1, self.grid_size**2, d))
+    pos_embed = self.param(
+      'pos_embed', layers.posemb_init(self.posemb_init, 2), (1, self.grid_size**2, d)
+    )
 
     x_nld = PatchEmbed(self.patch_size, d, dtype=self.dtype, name='patch_embed')(images_nhwc)
     n, num_patches, _ = x_nld.shape
