@@ -47,10 +47,16 @@ def _maybe_initialize_distributed() -> None:
 
 
 class _QuietLibraries:
-  """Keeps libraries' INFO chatter (orbax logs every checkpoint file) off the console."""
+  """Keeps libraries' INFO chatter (orbax logs every checkpoint file) off the console.
+
+  Also orbax's warning for a checkpoint saved without metrics: only evaluated steps have them
+  (they rank checkpoints for checkpoint.keep_best), so most saves are expected to lack them.
+  """
 
   def filter(self, record) -> bool:
     noisy = ('/orbax/', '/tensorflow_datasets/', '/grain/')
+    if '/orbax/' in record.pathname and 'tracked_metric' in str(record.msg):
+      return False
     return record.levelno >= 30 or not any(p in record.pathname for p in noisy)
 
 

@@ -5,6 +5,11 @@ import ml_collections
 
 def main(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
   """Dispatches on `mode` ('train' | 'evaluate') and `config.stage`."""
+  if config.stage == 'pipeline':  # several stages in one workdir (glitr_jax.pipeline)
+    from glitr_jax import pipeline  # noqa: PLC0415
+
+    pipeline.run(config, workdir, mode)
+    return
   if mode == 'evaluate':
     from glitr_jax.eval import run as eval_run  # noqa: PLC0415
 
@@ -15,4 +20,4 @@ def main(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
 
     loop.train_and_evaluate(config, workdir)
     return
-  raise ValueError(f"stage={config.stage!r}: expected 'teacher' or 'student'")
+  raise ValueError(f"stage={config.stage!r}: expected 'teacher', 'student' or 'pipeline'")

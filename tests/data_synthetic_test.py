@@ -125,6 +125,28 @@ def test_cue_brightens_the_background_towards_the_target():
   assert np.abs(diff[far]).max() <= 1
 
 
+def test_cue_tint_encodes_where_the_target_is():
+  plain = synthetic.SyntheticParams(noise=0.0, num_distractors=0, texture=0.0)
+  tinted = synthetic.SyntheticParams(noise=0.0, num_distractors=0, texture=0.0, cue_tint=1.0)
+  checked = 0
+  for index in range(12):
+    video_plain, xy = synthetic.render_video(plain, 0, 'train', index)
+    video_tinted, _ = synthetic.render_video(tinted, 0, 'train', index)
+    u = (xy[0] + 1) / 2 - 0.5  # the target's position in [-0.5, 0.5] (x right, y down)
+    x, y = _pixel(xy[0], plain.frame_size)
+    yy, xx = np.mgrid[0:64, 0:64]
+    ring = (np.hypot(xx - x, yy - y) > 8) & (np.hypot(xx - x, yy - y) < 14)
+    diff = video_tinted[0].astype(np.float32) - video_plain[0].astype(np.float32)
+    red, green, blue = (diff[..., c][ring].mean() for c in range(3))
+    assert abs(green) < 0.5  # Only red and blue carry the position.
+    # cue * halo * cue_tint * u per channel: the sign and the ratio of the two shifts follow u.
+    for shift, coordinate in ((red, u[0]), (blue, u[1])):
+      if abs(coordinate) > 0.15:
+        assert np.sign(shift) == np.sign(coordinate), (index, shift, coordinate)
+        checked += 1
+  assert checked >= 6
+
+
 @pytest.mark.parametrize(
   'fields,message',
   [

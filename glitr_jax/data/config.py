@@ -32,6 +32,7 @@ def get_synthetic_config() -> ml_collections.ConfigDict:
       cue=0.3,  # brightness of the halo that leads to the target (0 switches the cue off)
       cue_radius=40.0,  # the halo falls linearly to 0 at this distance (pixels)
       texture=0.12,  # contrast of the static background texture
+      cue_tint=0.0,  # > 0: the halo's hue encodes the target's position (red ~ x, blue ~ y)
     )
   )
 

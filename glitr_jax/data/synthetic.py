@@ -4,7 +4,9 @@ Each video shows a small *target* among *distractors* on a textured background:
 
 * The target is a square split into two colours (left | right): its **identity** (e.g. red|blue).
   It has a white outline, and a soft **halo** (a brightness cone, `cue`, falling to zero at
-  `cue_radius` pixels) surrounds it, so every glimpse sees which way the target lies.
+  `cue_radius` pixels) surrounds it, so every glimpse sees which way the target lies. With
+  `cue_tint` > 0 the halo's hue also says where the target is (red grows with its x, blue with
+  its y), so one glimpse inside the halo tells a policy where to look next.
 * The target **moves**: right, left, down, up, clockwise or counterclockwise (the first
   `num_motions` of these), at `speed` pixels per frame (x0.8-1.2 per video), from a random place
   that keeps its whole path inside the frame.
@@ -90,6 +92,7 @@ class SyntheticParams:
   cue: float = 0.3
   cue_radius: float = 40.0
   texture: float = 0.12
+  cue_tint: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SyntheticParams':
@@ -282,7 +285,12 @@ def render_video(
     tx, ty = target.astype(np.float32).T
     dist = np.hypot(xx[None] - tx[:, None, None], yy[None] - ty[:, None, None])
     halo = np.clip(1 - dist / np.float32(params.cue_radius), 0, 1)
-    frames += np.float32(params.cue) * halo[..., None]
+    tint = np.ones((n, 1, 1, 3), np.float32)
+    if params.cue_tint > 0:
+      u = target.astype(np.float32) / (size - 1) - 0.5  # (n, 2) in [-0.5, 0.5]
+      tint[:, 0, 0, 0] += params.cue_tint * u[:, 0]
+      tint[:, 0, 0, 2] += params.cue_tint * u[:, 1]
+    frames += np.float32(params.cue) * halo[..., None] * tint
 
   pad = int(np.ceil(params.target_size / 2 + 3))
   canvas = np.pad(frames, ((0, 0), (pad, pad), (pad, pad), (0, 0)))

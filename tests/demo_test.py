@@ -1,0 +1,119 @@
+"""configs/demo.py and glitr_jax.pipeline: stages, their configs and folders, skipping, errors.
+
+The end-to-end test runs `main.py --config=configs/demo.py` for real (a few steps on a few dozen
+videos, the demo's model): teacher, student and evaluation into their folders; run again, nothing
+reruns; `:baseline` then trains and evaluates the CE-only student beside them. The demo's findings
+themselves need its full budget (minutes): README.md reports them, measured with the command there.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from configs import demo
+from glitr_jax import pipeline
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# The notebook test (tests/notebook_test.py) shrinks the demo the same way: shared compilations.
+SMALL = {
+  'pipeline.teacher.num_train_steps': 4,
+  'pipeline.student.num_train_steps': 4,
+  'data.synthetic.train_examples': 64,
+  'data.synthetic.validation_examples': 32,
+  'eval.batch_size': 16,
+}
+
+
+def test_config_stages():
+  assert tuple(demo.get_config().pipeline.stages) == ('teacher', 'student', 'evaluate')
+  for name in ('teacher', 'student', 'evaluate'):
+    assert tuple(demo.get_config(name).pipeline.stages) == (name,)
+  assert tuple(demo.get_config('baseline').pipeline.stages) == ('baseline', 'baseline_evaluate')
+  with pytest.raises(ValueError, match=r'configs/demo.py:bogus.*baseline'):
+    demo.get_config('bogus')
+
+
+def test_stage_configs(tmp_path):
+  config = demo.get_config()
+  root = str(tmp_path)
+  teacher = pipeline.stage_config(config, 'teacher', root)
+  student = pipeline.stage_config(config, 'student', root)
+  baseline = pipeline.stage_config(config, 'baseline', root)
+  evaluate = pipeline.stage_config(config, 'evaluate', root)
+  assert 'pipeline' not in teacher and 'pipeline' not in student
+  assert teacher.stage == 'teacher' and student.stage == baseline.stage == 'student'
+  assert teacher.num_train_steps == config.pipeline.teacher.num_train_steps
+  assert (
+    student.num_train_steps == baseline.num_train_steps == config.pipeline.student.num_train_steps
+  )
+  assert teacher.optim.lr_tf == config.pipeline.teacher.optim.lr_tf
+  assert student.optim.lr_tf == config.pipeline.student.optim.lr_tf
+  assert student.teacher_checkpoint == baseline.teacher_checkpoint == os.path.join(root, 'teacher')
+  assert evaluate.eval_checkpoint == os.path.join(root, 'student')
+  # The baseline is the student with the consistency terms off (CE only), the same budget.
+  assert (student.loss.spatial, student.loss.temporal) == (1.0, 1.0)
+  assert (baseline.loss.spatial, baseline.loss.temporal) == (0.0, 0.0)
+  assert baseline.loss.ce == student.loss.ce
+  assert pipeline.stage_workdir(root, 'baseline_evaluate') == os.path.join(root, 'baseline')
+  # Every stage shares the data and the seed.
+  assert teacher.data.synthetic.to_dict() == student.data.synthetic.to_dict()
+  assert teacher.seed == student.seed == config.seed
+
+
+def test_override_of_a_missing_field_names_it(tmp_path):
+  config = demo.get_config()
+  with config.unlocked():
+    config.pipeline.student.optim.lr_typo = 1.0
+  with pytest.raises(ValueError, match=r'pipeline\.student\.optim\.lr_typo'):
+    pipeline.stage_config(config, 'student', str(tmp_path))
+
+
+def test_student_without_a_teacher_names_the_stage_to_run(tmp_path):
+  config = demo.get_config('student')
+  with pytest.raises(RuntimeError, match=r"needs the finished 'teacher' stage.*no checkpoint"):
+    pipeline.run(config, str(tmp_path))
+
+
+def _main(workdir, data_dir, arg=''):
+  command = [
+    sys.executable,
+    str(REPO / 'main.py'),
+    f'--config=configs/demo.py{arg}',
+    f'--workdir={workdir}',
+    f'--config.data.data_dir={data_dir}',
+    *[f'--config.{k}={v}' for k, v in SMALL.items()],
+  ]
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc.stderr
+
+
+def test_demo_runs_its_stages_and_skips_finished_ones(tmp_path):
+  workdir, data_dir = tmp_path / 'demo', tmp_path / 'tfds'
+  log = _main(workdir, data_dir)
+  report_path = workdir / 'eval' / 'report.json'
+  report = json.loads(report_path.read_text())
+  assert report['checkpoint'] == str(workdir / 'student')
+  assert report['checkpoint_step'] == SMALL['pipeline.student.num_train_steps']
+  assert report['num_examples'] == SMALL['data.synthetic.validation_examples']
+  assert set(report['accuracy_per_t']) >= {'glitr', 'uniform', 'teacher', 'teacher_full_frames'}
+  assert 'Pipeline done' in log and '[stage 3/3: evaluate] online accuracy' in log
+
+  written = report_path.stat().st_mtime_ns
+  log = _main(workdir, data_dir)
+  for i, name in enumerate(('teacher', 'student', 'evaluate'), 1):
+    assert f'[stage {i}/3: {name}] finished already' in log
+  assert 'ran nothing' in log
+  assert report_path.stat().st_mtime_ns == written
+
+  _main(workdir, data_dir, ':baseline')
+  baseline = json.loads((workdir / 'baseline' / 'eval' / 'report.json').read_text())
+  assert baseline['checkpoint'] == str(workdir / 'baseline')
+  assert baseline['teacher_checkpoint'] == str(workdir / 'teacher')
+  config = json.loads((workdir / 'baseline' / 'config.json').read_text())
+  assert (config['loss']['spatial'], config['loss']['temporal']) == (0.0, 0.0)
