@@ -1,0 +1,285 @@
+r"""Training-step throughput: median step time, videos/s, model FLOPs, MFU and peak memory.
+
+Builds the real training step (`glitr_jax.train.steps.make_train_step`, jitted as the loop jits it,
+with the train state donated when `--donate`) on random weights and random normalised frames, runs
+`--warmup` steps after compilation, times `--steps` more one by one (each until its outputs are
+ready), and prints ONE JSON object:
+
+  median_step_s         median wall time of a step
+  videos_per_s          batch / median_step_s
+  model_flops_per_step  the analytic count below
+  xla_flops_per_step    XLA's cost analysis of the compiled step (`compiled.cost_analysis()`), or
+                        null; it counts every dot, convolution and elementwise op once, and a
+                        while loop (lax.scan: the student's glimpse loop) once, not per iteration,
+                        so it agrees with the analytic count only for the loop-free teacher step
+  matmul_flops_per_s    this machine's dense float32 matmul rate, measured in the same process
+                        (jitted 2048 x 2048 products, median of several runs)
+  mfu                   model_flops_per_step / median_step_s / matmul_flops_per_s
+  peak_memory_mib       the process's peak resident memory (getrusage maxrss: compilation,
+                        parameters, optimiser state and the step's buffers)
+  plus the configuration, the per-step times, the load average, and the analytic breakdown.
+
+The analytic count (`model_flops`): 2 * m * k * n per matmul of an (m, k) by a (k, n) operand,
+over every matmul the method needs:
+  * Tf (ViT-S/16): per image with L tokens (197 for a full frame, n * n + 1 for a glimpse), per
+    block: qkv, proj, fc1, fc2 (2 L D (3D + D + 4D + 4D)), attention logits and weighted sum
+    (2 * 2 L^2 D); plus the patch embedding (2 P (p * p * 3) D for P patches).
+  * Tc, Tl: input projection D -> E, per block the same four projections and causal attention
+    over the whole T x T logits (as computed), and the head (E -> C or E -> 2), per position.
+  * Backward: 2x the forward for a trained module (gradients with respect to weights and inputs);
+    1x for a frozen module that passes gradients to its inputs (T'f, T'c in the teacher's
+    consistency branch: the gradient reaches Tl only through the glimpse locations); 0x for the
+    frozen teacher in the student step (forward only). Tf on full frames needs no gradient for
+    the pixels, so its patch embedding's backward is 1x.
+  * Not counted: the bilinear crop (two small matmuls per glimpse with mostly-zero weight
+    matrices; reported as `crop_flops_per_step`), normalisation, softmax, GELU, the optimiser,
+    and any recomputation an implementation chooses (e.g. rematerialisation): model FLOPs are
+    what the method needs, so MFU shows what an implementation makes of the machine.
+With the paper's sizes (ViT-S/16 at 224 px, 96-px glimpses, temporal width 768, depth 4, 174
+classes, B = 2) a student step at T = 16 is 457 GFLOP (the frozen teacher's forward: 294) and a
+teacher step at T = 8 is 500 GFLOP.
+
+  taskset -c 0,1 python benchmarks/train_step.py --stage=student --batch=2 --frames=16 --glimpse=96
+  taskset -c 0,1 python benchmarks/train_step.py --stage=teacher --batch=2 --frames=8 --glimpse=96
+  python benchmarks/train_step.py --stage=student --frames=16 --remat   # rematerialised Tf blocks
+"""
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+  sys.path.insert(0, _REPO)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from configs import common  # noqa: E402
+from glitr_jax import optim  # noqa: E402
+from glitr_jax.models import glitr  # noqa: E402
+from glitr_jax.train import steps  # noqa: E402
+
+_STAGE = flags.DEFINE_enum('stage', 'student', ['teacher', 'student'], 'Which training step.')
+_BATCH = flags.DEFINE_integer('batch', 2, 'Videos per step B.')
+_FRAMES = flags.DEFINE_integer('frames', 16, 'Frames per video T (also model.num_frames).')
+_GLIMPSE = flags.DEFINE_integer('glimpse', 96, 'Glimpse side in pixels.')
+_IMAGE = flags.DEFINE_integer('image_size', 224, 'Frame side in pixels.')
+_DEPTH = flags.DEFINE_integer('depth', 12, 'ViT depth (12: ViT-S/16).')
+_CLASSES = flags.DEFINE_integer('num_classes', 174, 'Classes (SSv2: 174).')
+_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps (>= 5 for the reported median).')
+_WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after the compiling one.')
+_DTYPE = flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
+_REMAT = flags.DEFINE_bool('remat', False, "Rematerialise Tf's blocks (model.remat).")
+_DONATE = flags.DEFINE_bool('donate', True, 'Donate the train state to the step (config.donate).')
+_MIXUP = flags.DEFINE_bool('mixup', True, 'Teacher: mixup 0.8 / cutmix 1.0 as the paper configs.')
+_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the peak-rate matmuls.')
+
+
+def vit_flops(images: int, tokens: int, d: int, depth: int, mlp: float, patch_in: int) -> int:
+  """Forward matmul FLOPs of Tf on `images` images of `tokens` tokens (class token included)."""
+  proj = 2 * images * tokens * d * (3 * d + d + 2 * int(mlp * d))
+  attn = 2 * 2 * images * tokens * tokens * d
+  patch = 2 * images * (tokens - 1) * patch_in * d
+  return depth * (proj + attn) + patch
+
+
+def vit_patch_flops(images: int, tokens: int, d: int, patch_in: int) -> int:
+  return 2 * images * (tokens - 1) * patch_in * d
+
+
+def temporal_flops(b: int, t: int, d_in: int, e: int, depth: int, mlp: float, out: int) -> int:
+  """Forward matmul FLOPs of a causal temporal head over T steps (the full T x T logits)."""
+  embed = 2 * b * t * d_in * e if d_in != e else 0
+  proj = 2 * b * t * e * (3 * e + e + 2 * int(mlp * e))
+  attn = 2 * 2 * b * t * t * e
+  return embed + depth * (proj + attn) + 2 * b * t * e * out
+
+
+def model_flops(stage: str, b: int, t: int, mc) -> dict[str, int]:
+  """The analytic FLOPs of one training step (module docstring), broken down by part."""
+  d, e, p = mc.hidden_size, mc.temporal_hidden_size, mc.patch_size
+  patch_in = p * p * 3
+  frame_tokens = (mc.image_size // p) ** 2 + 1
+  glimpse_tokens = mc.glimpse_patches**2 + 1
+  n = b * t
+  tf_frames = vit_flops(n, frame_tokens, d, mc.depth, mc.mlp_ratio, patch_in)
+  tf_glimpses = vit_flops(n, glimpse_tokens, d, mc.depth, mc.mlp_ratio, patch_in)
+  tc = temporal_flops(b, t, d, e, mc.temporal_depth, mc.mlp_ratio, mc.num_classes)
+  tl = temporal_flops(b, t, d, e, mc.temporal_depth, mc.mlp_ratio, 2)
+  if stage == 'student':
+    parts = {
+      'frozen_teacher_forward': tf_frames + tc,  # Tf + Tc on full frames (no Tl), forward only
+      'tf_glimpses_fwd_bwd': 3 * tf_glimpses,
+      'tc_fwd_bwd': 3 * tc,
+      'tl_fwd_bwd': 3 * tl,
+    }
+  else:
+    no_pixel_grad = vit_patch_flops(n, frame_tokens, d, patch_in)
+    parts = {
+      'tf_frames_fwd_bwd': 3 * tf_frames - no_pixel_grad,
+      'tc_fwd_bwd': 3 * tc,
+      'tl_fwd_bwd': 3 * tl,
+      'frozen_copies_fwd_input_bwd': 2 * (tf_glimpses + tc),  # T'f, T'c: forward + input grads
+    }
+  parts['total'] = sum(parts.values())
+  return parts
+
+
+def executed_flops(stage: str, b: int, t: int, mc) -> tuple[int, int]:
+  """What this implementation runs, and the part of it XLA's cost analysis sees.
+
+  The student's glimpse loop runs forward (Tf on each glimpse, Tl's cached step) and its
+  backward pass replays it without the loop (`GliTr.policy_rollout`): one more forward of Tf on
+  the glimpses and of Tl than the model count. Rematerialisation (model.remat) adds another
+  forward of the differentiated Tf blocks. XLA's cost analysis counts a while loop's body once,
+  so it sees 1 / T of the loop.
+
+  Returns:
+    (executed FLOPs, the analytic count of what XLA's cost analysis should report).
+  """
+  flops = model_flops(stage, b, t, mc)['total']
+  d, e, p = mc.hidden_size, mc.temporal_hidden_size, mc.patch_size
+  n = b * t
+  glimpse_tokens = mc.glimpse_patches**2 + 1
+  tf_glimpses = vit_flops(n, glimpse_tokens, d, mc.depth, mc.mlp_ratio, p * p * 3)
+  remat = 0
+  if mc.remat:
+    frame_tokens = (mc.image_size // p) ** 2 + 1
+    images = (
+      tf_glimpses
+      if stage == 'student'
+      else vit_flops(n, frame_tokens, d, mc.depth, mc.mlp_ratio, p * p * 3)
+    )
+    remat = images - vit_patch_flops(
+      n, glimpse_tokens if stage == 'student' else frame_tokens, d, p * p * 3
+    )
+  if stage == 'teacher':
+    return flops + remat, flops + remat
+  loop = tf_glimpses + temporal_flops(b, t, d, e, mc.temporal_depth, mc.mlp_ratio, 2)
+  executed = flops + loop + remat
+  return executed, executed - loop + loop // t
+
+
+def crop_flops(b: int, t: int, mc, glimpse: int) -> int:
+  """The crop as implemented: A_y (g x H) @ frame (H x W) @ A_x^T (W x g) per channel."""
+  h = mc.image_size
+  per = 3 * (2 * glimpse * h * h + 2 * glimpse * h * glimpse)
+  return b * t * per
+
+
+def matmul_rate(size: int, repeats: int = 7) -> float:
+  """Dense float32 matmul FLOP/s of this process (median of `repeats` jitted products)."""
+  keys = jax.random.split(jax.random.key(1), 2)
+  a = jax.random.normal(keys[0], (size, size), jnp.float32)
+  bm = jax.random.normal(keys[1], (size, size), jnp.float32)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, bm).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a, bm).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * size**3 / statistics.median(times)
+
+
+def build(stage: str, b: int, t: int):
+  """The config, model, jitted step, initial state, batch and frozen weights."""
+  c = common.get_base_config()
+  c.stage = stage
+  c.model.num_frames = t
+  c.model.image_size = _IMAGE.value
+  c.model.depth = _DEPTH.value
+  c.model.num_classes = _CLASSES.value
+  c.model.compute_dtype = _DTYPE.value
+  c.model.remat = _REMAT.value
+  common.set_glimpse(c, _GLIMPSE.value)
+  c.batch_size = b
+  c.donate = _DONATE.value
+  if stage == 'teacher' and _MIXUP.value:  # The paper's teachers (no L_dist: loss.dist = 0).
+    c.data.augment.mixup, c.data.augment.cutmix = 0.8, 1.0
+  model = glitr.GliTr.from_config(c.model)
+  total_steps = 1000
+  tx = optim.make_optimizer(c, total_steps, 100)
+  lrs = optim.schedules(c, total_steps, 100)
+  params = model.init(jax.random.key(0))
+  frozen = {'teacher': jax.tree.map(jnp.copy, params)} if stage == 'student' else {}
+  state = steps.create_state(params, tx, seed=0)
+  step = jax.jit(steps.make_train_step(model, c, tx, lrs), donate_argnums=(0,) if c.donate else ())
+  k_video, k_label = jax.random.split(jax.random.key(2))
+  s = c.model.image_size
+  batch = {
+    'video': jax.random.normal(k_video, (b, t, s, s, 3), jnp.float32),
+    'label': jax.random.randint(k_label, (b,), 0, c.model.num_classes),
+  }
+  return c, step, state, batch, frozen
+
+
+def main(argv):
+  del argv
+  stage, b, t = _STAGE.value, _BATCH.value, _FRAMES.value
+  c, step, state, batch, frozen = build(stage, b, t)
+  compiled = step.lower(state, batch, frozen).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list | tuple) else cost
+  xla_flops = float(cost['flops']) if cost and 'flops' in cost else None
+  memory = compiled.memory_analysis()
+  temp_mib = None if memory is None else memory.temp_size_in_bytes / 2**20
+
+  for _ in range(1 + _WARMUP.value):
+    state, metrics = step(state, batch, frozen)
+  jax.block_until_ready((state, metrics))
+  times, loads = [], []
+  for _ in range(_STEPS.value):
+    loads.append(os.getloadavg()[0])
+    start = time.perf_counter()
+    state, metrics = step(state, batch, frozen)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+  loss = float(metrics['loss'])
+  if not np.isfinite(loss):
+    raise FloatingPointError(f'non-finite loss {loss}')
+
+  rate = matmul_rate(_MATMUL_SIZE.value)
+  flops = model_flops(stage, b, t, c.model)
+  executed, as_xla_counts = executed_flops(stage, b, t, c.model)
+  median = statistics.median(times)
+  out = {
+    'median_step_s': median,
+    'videos_per_s': b / median,
+    'model_flops_per_step': flops['total'],
+    'matmul_flops_per_s': rate,
+    'mfu': flops['total'] / median / rate,
+    'peak_memory_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    'xla_flops_per_step': xla_flops,
+    'analytic_flops_as_xla_counts': as_xla_counts,  # compare with xla_flops_per_step
+    'executed_flops_per_step': executed,  # model FLOPs + the replay's forward (+ remat)
+    'executed_flops_per_s': executed / median,
+    'xla_temp_mib': temp_mib,
+    'crop_flops_per_step': crop_flops(b, t, c.model, _GLIMPSE.value),
+    'model_flops_breakdown': {k: v for k, v in flops.items() if k != 'total'},
+    'step_times_s': times,
+    'loss': loss,
+    'stage': stage,
+    'batch': b,
+    'frames': t,
+    'glimpse': _GLIMPSE.value,
+    'compute_dtype': _DTYPE.value,
+    'remat': _REMAT.value,
+    'donate': _DONATE.value,
+    'load_avg_1min': loads,  # before each timed step (another process's load slows the step)
+    'cpus': len(os.sched_getaffinity(0)),
+    'backend': jax.default_backend(),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
+  print(json.dumps(out))
+
+
+if __name__ == '__main__':
+  app.run(main)
