@@ -110,7 +110,13 @@ def test_train_step_equals_differentiating_the_whole_loss(stage):
   params = model.init(jax.random.key(0))
   frozen = _student_frozen(config) if stage == 'student' else {}
   batch = _batch(config)
-  tx = optim.make_optimizer(config, 100, 10)
+  # An "optimiser" that keeps the step's gradient as its state, so the gradient itself is compared
+  # (Adam's first step maps a 1e-9 gradient to +-lr: rounding in near-zero gradients would look like
+  # a wrong update; params - grad would lose small gradients to cancellation).
+  tx = optax.GradientTransformation(
+    init=lambda p: jax.tree.map(jnp.zeros_like, p),
+    update=lambda g, _, p=None: (jax.tree.map(jnp.zeros_like, g), g),
+  )
   state = steps.create_state(params, tx, config.seed)
   step = steps.make_train_step(model, config, tx, optim.schedules(config, 100, 10))
   new_state, metrics = jax.jit(step)(state, batch, frozen)
@@ -125,9 +131,7 @@ def test_train_step_equals_differentiating_the_whole_loss(stage):
   loss, grads = reference(params)
   np.testing.assert_allclose(metrics['loss'], loss, rtol=1e-5)
   np.testing.assert_allclose(metrics['grad_norm'], optax.global_norm(grads), rtol=1e-5)
-  updates, _ = tx.update(grads, state.opt_state, params)
-  expected = optax.apply_updates(params, updates)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), new_state.params, expected)
+  assert _max_rel_diff(grads, new_state.opt_state) < 1e-5
 
 
 @pytest.mark.parametrize('stage', ['teacher', 'student'])
