@@ -42,6 +42,7 @@ if _REPO not in sys.path:
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import machine  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from glitr_jax import glimpse as glimpse_lib  # noqa: E402
 from glitr_jax import inference  # noqa: E402
@@ -187,9 +188,7 @@ def main(argv):
     'glimpse': _GLIMPSE.value,
     'compute_dtype': _DTYPE.value,
     'repeats': _REPEATS.value,
-    'cpus': len(os.sched_getaffinity(0)),
-    'backend': jax.default_backend(),
-    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    **machine.machine_info(),
   }
   print(json.dumps(out))
 

@@ -60,6 +60,7 @@ if _REPO not in sys.path:
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import machine  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from configs import common  # noqa: E402
 from glitr_jax import optim  # noqa: E402
@@ -274,9 +275,7 @@ def main(argv):
     'remat': _REMAT.value,
     'donate': _DONATE.value,
     'load_avg_1min': loads,  # before each timed step (another process's load slows the step)
-    'cpus': len(os.sched_getaffinity(0)),
-    'backend': jax.default_backend(),
-    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    **machine.machine_info(),
   }
   print(json.dumps(out))
 
