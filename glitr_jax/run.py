@@ -2,12 +2,12 @@
 
 import ml_collections
 
+from glitr_jax import pipeline
+
 
 def main(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
   """Dispatches on `mode` ('train' | 'evaluate') and `config.stage`."""
-  if config.stage == 'pipeline':  # several stages in one workdir (glitr_jax.pipeline)
-    from glitr_jax import pipeline  # noqa: PLC0415
-
+  if config.stage == pipeline.PIPELINE:  # several stages in one workdir
     pipeline.run(config, workdir, mode)
     return
   if mode == 'evaluate':

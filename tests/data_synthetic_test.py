@@ -153,6 +153,7 @@ def test_cue_tint_encodes_where_the_target_is():
     (dict(num_classes=7, num_motions=4), 'num_classes'),
     (dict(num_motions=7), 'num_motions'),
     (dict(speed=9.0), 'speed'),
+    (dict(cue_tint=-1.0), 'cue_tint'),
     (dict(unknown_knob=1), 'unknown field'),
   ],
 )

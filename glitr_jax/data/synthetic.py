@@ -141,6 +141,7 @@ class SyntheticParams:
     check(self.noise >= 0, 'noise', 'must be >= 0')
     check(self.cue >= 0, 'cue', 'must be >= 0')
     check(self.cue_radius > 0, 'cue_radius', 'must be > 0')
+    check(self.cue_tint >= 0, 'cue_tint', 'must be >= 0 (0 = a colourless halo)')
     travel = 1.2 * self.speed * (self.num_frames - 1)
     room = self.frame_size - 1 - 2 * self.margin
     check(
