@@ -147,6 +147,84 @@ def test_cue_tint_encodes_where_the_target_is():
   assert checked >= 6
 
 
+PLACES = dict(num_places=4, num_classes=8, num_motions=1, num_distractors=2, speed=1.0)
+
+
+def test_places_are_part_of_the_class():
+  params = synthetic.SyntheticParams(**PLACES)
+  assert params.num_identities == 2
+  assert params.class_names()[:3] == (
+    'red|blue right at place 0',
+    'yellow|green right at place 0',
+    'red|blue right at place 1',
+  )
+  centres = np.array([params.place_centre(p) for p in range(4)])
+  middle = (params.frame_size - 1) / 2
+  # Four places on a circle round the centre, one per quadrant (the first bottom right, y down).
+  np.testing.assert_allclose(np.hypot(*(centres - middle).T), 0.33 * 63)
+  assert {tuple(np.sign(c - middle)) for c in centres} == {(1, 1), (-1, 1), (-1, -1), (1, -1)}
+  for index in range(24):
+    label = index % params.num_classes
+    place, identity = divmod(label, 2)
+    video, xy = synthetic.render_video(params, label, 'train', index)
+    path = _pixel(xy, params.frame_size)
+    assert np.abs(path.mean(0) - params.place_centre(place)).max() <= params.place_jitter + 1e-4
+    assert np.all(np.diff(path[:, 0]) > 0.7)  # Still moving right.
+    left, right = synthetic.IDENTITIES[identity]
+    x, y = np.round(path[-1]).astype(int)
+    frame = video[-1].astype(np.float32) / 255
+    assert np.abs(frame[y, x - 2] - synthetic.COLOURS[left]).max() < 0.2
+    assert np.abs(frame[y, x + 2] - synthetic.COLOURS[right]).max() < 0.2
+
+
+def test_places_in_a_row_above_the_centre():
+  params = synthetic.SyntheticParams(**PLACES, place_layout='row', place_radius=0.25)
+  params.validate()
+  centres = np.array([params.place_centre(p) for p in range(4)])
+  np.testing.assert_allclose(centres[:, 1], 31.5 - 0.25 * 63)
+  np.testing.assert_allclose(np.diff(centres[:, 0]), np.diff(centres[:, 0])[0])  # evenly spaced
+  assert np.all(np.diff(centres[:, 0]) > 0) and centres[0, 0] + centres[-1, 0] == pytest.approx(63)
+  for index in range(16):
+    label = index % 8
+    _, xy = synthetic.render_video(params, label, 'train', index)
+    path = _pixel(xy, 64)
+    assert np.abs(path.mean(0) - centres[label // 2]).max() <= params.place_jitter + 1e-4
+    assert np.all(np.abs(path - 31.5) + params.margin <= 31.5)
+
+
+def test_every_motion_centred_at_a_place_stays_inside_the_frame():
+  fields = dict(PLACES, num_motions=6, num_classes=48, speed=2.0)
+  with pytest.raises(ValueError, match='place_radius'):
+    synthetic.SyntheticParams(**fields, place_radius=0.37).validate()
+  params = synthetic.SyntheticParams(**fields, place_radius=0.34)  # near the largest allowed
+  params.validate()
+  for index in range(96):
+    _, xy = synthetic.render_video(params, index % 48, 'validation', index)
+    reach = np.abs(_pixel(xy, 64) - 31.5).max() + params.margin
+    assert reach <= 31.5, (index, reach)
+
+
+def test_place_tint_says_the_place_everywhere():
+  quiet = dict(PLACES, noise=0.0, texture=0.0, cue=0.0, num_distractors=0)
+  plain = synthetic.SyntheticParams(**quiet)
+  tinted = synthetic.SyntheticParams(**quiet, place_tint=0.1)
+  hues = []
+  for place in range(4):
+    label = 2 * place
+    video_plain, xy = synthetic.render_video(plain, label, 'train', place)
+    video_tinted, _ = synthetic.render_video(tinted, label, 'train', place)
+    x, y = _pixel(xy, plain.frame_size).mean(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    away = np.hypot(xx - x, yy - y) > 12
+    diff = (video_tinted[0].astype(np.float32) - video_plain[0].astype(np.float32))[away]
+    # One shift everywhere away from the target, summing to zero over RGB (hue, not brightness).
+    assert diff.std(0).max() < 0.6 and abs(diff.mean(0).sum()) < 1.5
+    hues.append(np.arctan2(diff.mean(0) @ [0, 0.866, -0.866], diff.mean(0) @ [1, -0.5, -0.5]))
+    assert np.linalg.norm(diff.mean(0)) > 0.1 * 255  # place_tint * |direction| = 0.1 * 1.22
+  # The P hues are evenly spaced round the colour wheel.
+  np.testing.assert_allclose(np.mod(np.diff(hues), 2 * np.pi), np.pi / 2, atol=0.05)
+
+
 @pytest.mark.parametrize(
   'fields,message',
   [
@@ -154,6 +232,10 @@ def test_cue_tint_encodes_where_the_target_is():
     (dict(num_motions=7), 'num_motions'),
     (dict(speed=9.0), 'speed'),
     (dict(cue_tint=-1.0), 'cue_tint'),
+    (dict(num_places=4, num_classes=12, num_motions=4), 'num_classes'),
+    (dict(PLACES, place_radius=0.5), 'place_radius'),
+    (dict(PLACES, place_tint=-0.1), 'place_tint'),
+    (dict(PLACES, place_layout='grid'), 'place_layout'),
     (dict(unknown_knob=1), 'unknown field'),
   ],
 )

@@ -33,6 +33,11 @@ def get_synthetic_config() -> ml_collections.ConfigDict:
       cue_radius=40.0,  # the halo falls linearly to 0 at this distance (pixels)
       texture=0.12,  # contrast of the static background texture
       cue_tint=0.0,  # > 0: the halo's hue encodes the target's position (red ~ x, blue ~ y)
+      num_places=0,  # > 0: the target's path is centred at one of P places (part of the class)
+      place_layout='circle',  # 'circle' round the centre | 'row' above the centre
+      place_radius=0.33,  # the circle's radius, or the row's height above the centre (x frame_size)
+      place_jitter=2.0,  # the path's centre is within +-place_jitter pixels of its place
+      place_tint=0.0,  # > 0: the background's hue says the place (visible in every glimpse)
     )
   )
 

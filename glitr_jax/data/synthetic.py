@@ -13,6 +13,13 @@ Each video shows a small *target* among *distractors* on a textured background:
 * The class is (identity, motion): `label = identity * num_motions + motion`. Telling the motion
   needs several frames, so accuracy grows with t (the first position says a little about a
   straight motion's direction, since the whole path must fit in the frame).
+* With `num_places` = P > 0 the target's path is centred (within `place_jitter` pixels) at one of
+  P places (`place_layout`: on a circle round the frame's centre, or on a row above it), and the
+  place is part of the class:
+  `label = (place * identities + identity) * num_motions + motion`. With `place_tint` the
+  background's hue says the place, so any glimpse tells where the target is, and only a glimpse
+  there tells its identity: *what one has seen says where to look next*, as where an action happens
+  depends on the scene. A fixed or random glimpse sequence finds the target only by chance.
 * `num_distractors` squares with the same colour patterns (in either orientation) and a dark
   outline move in random directions and bounce off the borders: they carry no class information,
   and only the marked target does.
@@ -39,6 +46,7 @@ import tensorflow_datasets as tfds
 
 from glitr_jax.data import builder_base, video_io
 
+PLACE_LAYOUTS = ('circle', 'row')
 MOTIONS = ('right', 'left', 'down', 'up', 'clockwise', 'counterclockwise')
 COLOURS = {
   'red': (0.92, 0.12, 0.12),
@@ -93,6 +101,11 @@ class SyntheticParams:
   cue_radius: float = 40.0
   texture: float = 0.12
   cue_tint: float = 0.0
+  num_places: int = 0
+  place_layout: str = 'circle'
+  place_radius: float = 0.33
+  place_jitter: float = 2.0
+  place_tint: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SyntheticParams':
@@ -103,14 +116,45 @@ class SyntheticParams:
       raise ValueError(
         f'data.synthetic: unknown field(s) {sorted(unknown)}; known {sorted(fields)}'
       )
-    values = {k: (float(v) if fields[k] is float else int(v)) for k, v in config.items()}
+    cast = {float: float, int: int, str: str}
+    values = {k: cast[fields[k]](v) for k, v in config.items()}
     params = cls(**values)
     params.validate()
     return params
 
   @property
   def num_identities(self) -> int:
-    return self.num_classes // self.num_motions
+    return self.num_classes // (self.num_motions * max(self.num_places, 1))
+
+  def split_label(self, label: int) -> tuple[int, int, int]:
+    """label -> (place, identity, motion); place is 0 when `num_places` is 0."""
+    rest, motion = divmod(int(label), self.num_motions)
+    place, identity = divmod(rest, self.num_identities)
+    return place, identity, motion
+
+  def place_centre(self, place: int) -> np.ndarray:
+    """The pixel centre (x, y) of a place (y points down), by `place_layout`:
+
+    'circle': P places evenly on a circle of radius `place_radius` x frame_size round the frame's
+      centre, the first towards the bottom right.
+    'row': P places evenly spaced left to right on a row `place_radius` x frame_size above the
+      centre, the outer ones as near the sides as the path allows.
+    """
+    middle = (self.frame_size - 1) / 2
+    radius = self.place_radius * (self.frame_size - 1)
+    if self.place_layout == 'row':
+      side = middle - self._place_room()
+      x = np.linspace(-side, side, self.num_places) if self.num_places > 1 else np.zeros(1)
+      return np.array([middle + x[place], middle - radius])
+    angle = np.pi / 4 + 2 * np.pi * place / self.num_places
+    return middle + radius * np.array([np.cos(angle), np.sin(angle)])
+
+  def _place_room(self) -> float:
+    """How far a path centred at a place reaches from it (pixels): jitter, travel and the outline.
+    A straight path reaches travel / 2 from its mean; a half-turn arc (r = travel / pi) at most
+    r (1 + 2 / pi)."""
+    travel = 1.2 * self.speed * (self.num_frames - 1)
+    return self.place_jitter + 0.53 * travel + self.margin
 
   @property
   def margin(self) -> float:
@@ -125,12 +169,14 @@ class SyntheticParams:
         raise ValueError(f'data.synthetic.{field}={getattr(self, field)!r}: {why}')
 
     check(1 <= self.num_motions <= len(MOTIONS), 'num_motions', f'must be in 1..{len(MOTIONS)}')
+    check(self.num_places >= 0, 'num_places', 'must be >= 0 (0 = the target starts anywhere)')
+    per_identity = self.num_motions * max(self.num_places, 1)
     check(
-      self.num_classes % self.num_motions == 0
-      and 1 <= self.num_classes // self.num_motions <= len(IDENTITIES),
+      self.num_classes % per_identity == 0
+      and 1 <= self.num_classes // per_identity <= len(IDENTITIES),
       'num_classes',
-      f'must be identities x num_motions with 1..{len(IDENTITIES)} identities '
-      f'(num_motions={self.num_motions})',
+      f'must be places x identities x num_motions with 1..{len(IDENTITIES)} identities '
+      f'(num_places={self.num_places}, num_motions={self.num_motions})',
     )
     check(self.num_frames >= 1, 'num_frames', 'must be >= 1')
     check(self.target_size >= 2, 'target_size', 'must be >= 2 pixels')
@@ -150,11 +196,28 @@ class SyntheticParams:
       f'the target travels up to {travel:.1f} px but the {self.frame_size}-px frame leaves '
       f'{room:.1f} px (lower speed or num_frames, or raise frame_size)',
     )
+    check(self.place_jitter >= 0, 'place_jitter', 'must be >= 0')
+    check(self.place_tint >= 0, 'place_tint', 'must be >= 0')
+    if self.num_places:
+      check(self.place_layout in PLACE_LAYOUTS, 'place_layout', f'must be one of {PLACE_LAYOUTS}')
+      # A path centred at a place (plus jitter) must stay inside the frame.
+      middle = (self.frame_size - 1) / 2
+      reach = max(np.abs(self.place_centre(p) - middle).max() for p in range(self.num_places))
+      reach += self._place_room()
+      check(
+        reach <= middle + 1e-6,
+        'place_radius',
+        f'a path centred at a place reaches {reach:.1f} px from the frame centre, beyond '
+        f'{middle:.1f} (lower place_radius, place_jitter or speed)',
+      )
 
   def class_names(self) -> tuple[str, ...]:
-    """'<left>|<right> <motion>' for label = identity * num_motions + motion."""
+    """'<left>|<right> <motion>[ at place <p>]' for
+    label = (place * identities + identity) * num_motions + motion."""
+    places = [f' at place {p}' for p in range(self.num_places)] or ['']
     return tuple(
-      f'{left}|{right} {motion}'
+      f'{left}|{right} {motion}{place}'
+      for place in places
       for left, right in IDENTITIES[: self.num_identities]
       for motion in MOTIONS[: self.num_motions]
     )
@@ -204,11 +267,18 @@ def _bouncing_path(rng: np.random.Generator, params: SyntheticParams) -> np.ndar
   return lo + span - np.abs(folded - span)
 
 
-def _background(rng: np.random.Generator, params: SyntheticParams) -> np.ndarray:
-  """A static textured background, float32 (S, S, 3): grey-ish tint plus three gratings."""
+def _background(rng: np.random.Generator, params: SyntheticParams, place: int) -> np.ndarray:
+  """A static textured background, float32 (S, S, 3): grey-ish tint plus three gratings; with
+  `place_tint` the tint's hue is the place's (P hues evenly round the colour wheel)."""
   size = params.frame_size
   coords = np.arange(size, dtype=np.float64)
   base = rng.uniform(0.25, 0.5) + rng.uniform(-0.05, 0.05, size=3)
+  if params.num_places and params.place_tint > 0:
+    hue = 2 * np.pi * place / params.num_places
+    # Two orthogonal zero-sum directions of RGB: the hue changes, the brightness does not.
+    base = base + params.place_tint * (
+      np.cos(hue) * np.array([1.0, -0.5, -0.5]) + np.sin(hue) * np.array([0.0, 0.866, -0.866])
+    )
   texture = np.zeros((size, size), np.float64)
   for _ in range(3):
     theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.08, 0.35), rng.uniform(0, 2 * np.pi)
@@ -268,7 +338,7 @@ def render_video(
 
   Args:
     params: the generator's parameters.
-    label: the class (identity * num_motions + motion).
+    label: the class ((place * identities + identity) * num_motions + motion).
     split: 'train' or 'validation' (part of the video's seed).
     index: the video's index in its split (part of its seed).
 
@@ -277,10 +347,14 @@ def render_video(
   """
   rng = np.random.default_rng([params.seed, _SPLITS.index(split), 0, index])
   size, n = params.frame_size, params.num_frames
-  identity, motion = divmod(int(label), params.num_motions)
+  place, identity, motion = params.split_label(label)
   target = _target_path(rng, params, MOTIONS[motion])
+  if params.num_places:
+    # The same motion, its path centred at the place (within +-place_jitter pixels).
+    jitter = rng.uniform(-params.place_jitter, params.place_jitter, size=2)
+    target = target - target.mean(axis=0) + params.place_centre(place) + jitter
 
-  frames = np.broadcast_to(_background(rng, params), (n, size, size, 3)).copy()
+  frames = np.broadcast_to(_background(rng, params, place), (n, size, size, 3)).copy()
   if params.cue > 0:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     tx, ty = target.astype(np.float32).T
