@@ -16,6 +16,7 @@ import pytest
 
 from configs import demo
 from glitr_jax import pipeline
+from glitr_jax.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The notebook test (tests/notebook_test.py) shrinks the demo the same way: shared compilations.
@@ -52,6 +53,9 @@ def test_stage_configs(tmp_path):
   )
   assert teacher.optim.lr_tf == config.pipeline.teacher.optim.lr_tf
   assert student.optim.lr_tf == config.pipeline.student.optim.lr_tf
+  # Only the teacher's Tl warms up (the official SSv2 teacher's recipe, DESIGN.md).
+  assert teacher.optim.warmup_epochs_tl > 0 and student.optim.warmup_epochs_tl == 0
+  assert teacher.optim.warmup_epochs_tf == teacher.optim.warmup_epochs_tc == 0
   assert student.teacher_checkpoint == baseline.teacher_checkpoint == os.path.join(root, 'teacher')
   assert evaluate.eval_checkpoint == os.path.join(root, 'student')
   # The baseline is the student with the consistency terms off (CE only), the same budget.
@@ -61,6 +65,10 @@ def test_stage_configs(tmp_path):
   assert pipeline.stage_workdir(root, 'baseline_evaluate') == os.path.join(root, 'baseline')
   # Every stage shares the data and the seed.
   assert teacher.data.synthetic.to_dict() == student.data.synthetic.to_dict()
+  # The benchmark's classes are the model's (places x identities).
+  assert teacher.model.num_classes == teacher.data.synthetic.num_classes
+  params = synthetic.SyntheticParams.from_config(teacher.data.synthetic)
+  assert len(params.class_names()) == teacher.model.num_classes
   assert teacher.seed == student.seed == config.seed
 
 
