@@ -236,6 +236,10 @@ def test_place_tint_says_the_place_everywhere():
     (dict(PLACES, place_radius=0.5), 'place_radius'),
     (dict(PLACES, place_tint=-0.1), 'place_tint'),
     (dict(PLACES, place_layout='grid'), 'place_layout'),
+    (dict(place_layout='grid'), 'place_layout'),
+    (dict(PLACES, place_radius=-0.1), 'place_radius'),
+    (dict(PLACES, place_jitter=-1.0), 'place_jitter'),
+    (dict(PLACES, num_places=-1), 'num_places'),
     (dict(unknown_knob=1), 'unknown field'),
   ],
 )

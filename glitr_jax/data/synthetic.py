@@ -198,8 +198,9 @@ class SyntheticParams:
     )
     check(self.place_jitter >= 0, 'place_jitter', 'must be >= 0')
     check(self.place_tint >= 0, 'place_tint', 'must be >= 0')
+    check(self.place_radius >= 0, 'place_radius', 'must be >= 0')
+    check(self.place_layout in PLACE_LAYOUTS, 'place_layout', f'must be one of {PLACE_LAYOUTS}')
     if self.num_places:
-      check(self.place_layout in PLACE_LAYOUTS, 'place_layout', f'must be one of {PLACE_LAYOUTS}')
       # A path centred at a place (plus jitter) must stay inside the frame.
       middle = (self.frame_size - 1) / 2
       reach = max(np.abs(self.place_centre(p) - middle).max() for p in range(self.num_places))
