@@ -153,8 +153,12 @@ class SyntheticParams:
     """How far a path centred at a place reaches from it (pixels): jitter, travel and the outline.
     A straight path reaches travel / 2 from its mean; a half-turn arc (r = travel / pi) at most
     r (1 + 2 / pi)."""
-    travel = 1.2 * self.speed * (self.num_frames - 1)
-    return self.place_jitter + 0.53 * travel + self.margin
+    return self.place_jitter + 0.53 * self.max_travel + self.margin
+
+  @property
+  def max_travel(self) -> float:
+    """The longest path a target travels over the clip (pixels): 1.2 x speed per step."""
+    return 1.2 * self.speed * (self.num_frames - 1)
 
   @property
   def margin(self) -> float:
@@ -188,7 +192,7 @@ class SyntheticParams:
     check(self.cue >= 0, 'cue', 'must be >= 0')
     check(self.cue_radius > 0, 'cue_radius', 'must be > 0')
     check(self.cue_tint >= 0, 'cue_tint', 'must be >= 0 (0 = a colourless halo)')
-    travel = 1.2 * self.speed * (self.num_frames - 1)
+    travel = self.max_travel
     room = self.frame_size - 1 - 2 * self.margin
     check(
       travel <= room,
