@@ -225,6 +225,33 @@ def test_place_tint_says_the_place_everywhere():
   np.testing.assert_allclose(np.mod(np.diff(hues), 2 * np.pi), np.pi / 2, atol=0.05)
 
 
+def test_place_tint_radius_makes_the_hue_a_cone_round_the_moving_target():
+  quiet = dict(PLACES, noise=0.0, texture=0.0, cue=0.0, num_distractors=0)
+  plain = synthetic.SyntheticParams(**quiet)
+  uniform = synthetic.SyntheticParams(**quiet, place_tint=0.1)
+  cone = synthetic.SyntheticParams(**quiet, place_tint=0.1, place_tint_radius=30.0)
+  label = 2 * 3  # place 3: hue 3 pi / 2 = -(0, 0.866, -0.866) in RGB
+  video_plain, xy = synthetic.render_video(plain, label, 'train', 5)
+  video_uniform, _ = synthetic.render_video(uniform, label, 'train', 5)
+  video_cone, xy_cone = synthetic.render_video(cone, label, 'train', 5)
+  np.testing.assert_array_equal(xy, xy_cone)  # the same video, only the hue differs
+  yy, xx = np.mgrid[0:64, 0:64]
+  for t in (0, 7):  # the cone follows the target: check its first and last frames
+    x, y = _pixel(xy[t], 64)
+    dist = np.hypot(xx - x, yy - y)
+    off_target = dist > 8
+    shift = video_cone[t].astype(np.float32) - video_plain[t].astype(np.float32)
+    full = video_uniform[t].astype(np.float32) - video_plain[t].astype(np.float32)
+    # On the uniform background, the cone scales the uniform shift by 1 - d / radius (to 0).
+    expected = np.clip(1 - dist / 30.0, 0, 1)[..., None] * full
+    np.testing.assert_allclose(shift[off_target], expected[off_target], atol=1.01)
+    assert np.all(shift[dist > 31] == 0)
+    # The hue, not the brightness; red untouched (place 3's direction has no red component).
+    assert np.abs(shift[off_target].sum(-1)).max() <= 2 and np.abs(shift[..., 0]).max() <= 1
+  with pytest.raises(ValueError, match='place_tint_radius'):
+    synthetic.SyntheticParams(**quiet, place_tint=0.1, place_tint_radius=-1.0).validate()
+
+
 @pytest.mark.parametrize(
   'fields,message',
   [

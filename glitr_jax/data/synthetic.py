@@ -19,7 +19,11 @@ Each video shows a small *target* among *distractors* on a textured background:
   `label = (place * identities + identity) * num_motions + motion`. With `place_tint` the
   background's hue says the place, so any glimpse tells where the target is, and only a glimpse
   there tells its identity: *what one has seen says where to look next*, as where an action happens
-  depends on the scene. A fixed or random glimpse sequence finds the target only by chance.
+  depends on the scene. A fixed or random glimpse sequence finds the target only by chance. With
+  `place_tint_radius` > 0 the hue is a cone round the target instead (`place_tint` on it, falling
+  linearly to 0 at that many pixels): a glimpse within reach tells the place, more surely the nearer
+  it is, so the evidence for the class grows all the way to the target and a policy trained through
+  the crop (whose gradient otherwise reaches only as far as the target's pixels) is led to it.
 * `num_distractors` squares with the same colour patterns (in either orientation) and a dark
   outline move in random directions and bounce off the borders: they carry no class information,
   and only the marked target does.
@@ -106,6 +110,7 @@ class SyntheticParams:
   place_radius: float = 0.33
   place_jitter: float = 2.0
   place_tint: float = 0.0
+  place_tint_radius: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SyntheticParams':
@@ -202,6 +207,11 @@ class SyntheticParams:
     )
     check(self.place_jitter >= 0, 'place_jitter', 'must be >= 0')
     check(self.place_tint >= 0, 'place_tint', 'must be >= 0')
+    check(
+      self.place_tint_radius >= 0,
+      'place_tint_radius',
+      'must be >= 0 (0 = the whole background takes the place hue)',
+    )
     check(self.place_radius >= 0, 'place_radius', 'must be >= 0')
     check(self.place_layout in PLACE_LAYOUTS, 'place_layout', f'must be one of {PLACE_LAYOUTS}')
     if self.num_places:
@@ -272,18 +282,21 @@ def _bouncing_path(rng: np.random.Generator, params: SyntheticParams) -> np.ndar
   return lo + span - np.abs(folded - span)
 
 
+def _place_hue(params: SyntheticParams, place: int) -> np.ndarray:
+  """The RGB shift (3,) of unit size that says a place: P hues evenly round the colour wheel, along
+  two orthogonal zero-sum directions of RGB (the hue changes, the brightness does not)."""
+  hue = 2 * np.pi * place / params.num_places
+  return np.cos(hue) * np.array([1.0, -0.5, -0.5]) + np.sin(hue) * np.array([0.0, 0.866, -0.866])
+
+
 def _background(rng: np.random.Generator, params: SyntheticParams, place: int) -> np.ndarray:
   """A static textured background, float32 (S, S, 3): grey-ish tint plus three gratings; with
-  `place_tint` the tint's hue is the place's (P hues evenly round the colour wheel)."""
+  `place_tint` (and `place_tint_radius` 0) the tint's hue is the place's (`_place_hue`)."""
   size = params.frame_size
   coords = np.arange(size, dtype=np.float64)
   base = rng.uniform(0.25, 0.5) + rng.uniform(-0.05, 0.05, size=3)
-  if params.num_places and params.place_tint > 0:
-    hue = 2 * np.pi * place / params.num_places
-    # Two orthogonal zero-sum directions of RGB: the hue changes, the brightness does not.
-    base = base + params.place_tint * (
-      np.cos(hue) * np.array([1.0, -0.5, -0.5]) + np.sin(hue) * np.array([0.0, 0.866, -0.866])
-    )
+  if params.num_places and params.place_tint > 0 and params.place_tint_radius == 0:
+    base = base + params.place_tint * _place_hue(params, place)
   texture = np.zeros((size, size), np.float64)
   for _ in range(3):
     theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.08, 0.35), rng.uniform(0, 2 * np.pi)
@@ -336,6 +349,13 @@ def _draw_squares(
     canvas_nhwc[where] = keep[k] * canvas_nhwc[where] + add[k]
 
 
+def _distance_to(path_n2: np.ndarray, size: int) -> np.ndarray:
+  """float32 (n, S, S): each pixel's distance to the path's point in its frame (pixels)."""
+  yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+  px, py = path_n2.astype(np.float32).T
+  return np.hypot(xx[None] - px[:, None, None], yy[None] - py[:, None, None])
+
+
 def render_video(
   params: SyntheticParams, label: int, split: str, index: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -361,16 +381,18 @@ def render_video(
 
   frames = np.broadcast_to(_background(rng, params, place), (n, size, size, 3)).copy()
   if params.cue > 0:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    tx, ty = target.astype(np.float32).T
-    dist = np.hypot(xx[None] - tx[:, None, None], yy[None] - ty[:, None, None])
-    halo = np.clip(1 - dist / np.float32(params.cue_radius), 0, 1)
+    halo = np.clip(1 - _distance_to(target, size) / np.float32(params.cue_radius), 0, 1)
     tint = np.ones((n, 1, 1, 3), np.float32)
     if params.cue_tint > 0:
       u = target.astype(np.float32) / (size - 1) - 0.5  # (n, 2) in [-0.5, 0.5]
       tint[:, 0, 0, 0] += params.cue_tint * u[:, 0]
       tint[:, 0, 0, 2] += params.cue_tint * u[:, 1]
     frames += np.float32(params.cue) * halo[..., None] * tint
+  if params.num_places and params.place_tint > 0 and params.place_tint_radius > 0:
+    # The place's hue as a cone round the target: strongest on it, none beyond the radius.
+    cone = np.clip(1 - _distance_to(target, size) / np.float32(params.place_tint_radius), 0, 1)
+    hue = (params.place_tint * _place_hue(params, place)).astype(np.float32)
+    frames += cone[..., None] * hue
 
   pad = int(np.ceil(params.target_size / 2 + 3))
   canvas = np.pad(frames, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
