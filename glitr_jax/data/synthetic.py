@@ -22,8 +22,9 @@ Each video shows a small *target* among *distractors* on a textured background:
   depends on the scene. A fixed or random glimpse sequence finds the target only by chance. With
   `place_tint_radius` > 0 the hue is a cone round the target instead (`place_tint` on it, falling
   linearly to 0 at that many pixels): a glimpse within reach tells the place, more surely the nearer
-  it is, so the evidence for the class grows all the way to the target and a policy trained through
-  the crop (whose gradient otherwise reaches only as far as the target's pixels) is led to it.
+  it is, so the evidence for the class grows all the way to the target, and a policy trained through
+  the crop (whose gradient otherwise reaches only as far as the target's pixels) has a slope to
+  follow towards it from afar.
 * `num_distractors` squares with the same colour patterns (in either orientation) and a dark
   outline move in random directions and bounce off the borders: they carry no class information,
   and only the marked target does.
@@ -283,8 +284,9 @@ def _bouncing_path(rng: np.random.Generator, params: SyntheticParams) -> np.ndar
 
 
 def _place_hue(params: SyntheticParams, place: int) -> np.ndarray:
-  """The RGB shift (3,) of unit size that says a place: P hues evenly round the colour wheel, along
-  two orthogonal zero-sum directions of RGB (the hue changes, the brightness does not)."""
+  """The RGB shift (3,) per unit of `place_tint` that says a place (norm 1.22): P hues evenly round
+  the colour wheel, in the plane of two orthogonal zero-sum directions of RGB (the hue changes, the
+  brightness does not)."""
   hue = 2 * np.pi * place / params.num_places
   return np.cos(hue) * np.array([1.0, -0.5, -0.5]) + np.sin(hue) * np.array([0.0, 0.866, -0.866])
 
