@@ -262,6 +262,8 @@ def test_place_tint_radius_makes_the_hue_a_cone_round_the_moving_target():
     (dict(num_places=4, num_classes=12, num_motions=4), 'num_classes'),
     (dict(PLACES, place_radius=0.5), 'place_radius'),
     (dict(PLACES, place_tint=-0.1), 'place_tint'),
+    (dict(PLACES, place_tint_radius=30.0), 'place_tint_radius'),  # no hue to fade
+    (dict(place_tint=0.1, place_tint_radius=30.0), 'place_tint_radius'),  # no places
     (dict(PLACES, place_layout='grid'), 'place_layout'),
     (dict(place_layout='grid'), 'place_layout'),
     (dict(PLACES, place_radius=-0.1), 'place_radius'),

@@ -37,7 +37,7 @@ def get_synthetic_config() -> ml_collections.ConfigDict:
       place_layout='circle',  # 'circle' round the centre | 'row' above the centre
       place_radius=0.33,  # the circle's radius, or the row's height above the centre (x frame_size)
       place_jitter=2.0,  # the path's centre is within +-place_jitter pixels of its place
-      place_tint=0.0,  # > 0: the background's hue says the place (visible in every glimpse)
+      place_tint=0.0,  # > 0: the background's hue says the place (in every glimpse, unless faded)
       place_tint_radius=0.0,  # > 0: the hue fades linearly to 0 at this distance from the target
     )
   )

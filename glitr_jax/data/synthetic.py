@@ -213,6 +213,11 @@ class SyntheticParams:
       'place_tint_radius',
       'must be >= 0 (0 = the whole background takes the place hue)',
     )
+    check(
+      self.place_tint_radius == 0 or (self.num_places > 0 and self.place_tint > 0),
+      'place_tint_radius',
+      'fades the place hue round the target: it needs num_places > 0 and place_tint > 0',
+    )
     check(self.place_radius >= 0, 'place_radius', 'must be >= 0')
     check(self.place_layout in PLACE_LAYOUTS, 'place_layout', f'must be one of {PLACE_LAYOUTS}')
     if self.num_places:
@@ -390,7 +395,7 @@ def render_video(
       tint[:, 0, 0, 0] += params.cue_tint * u[:, 0]
       tint[:, 0, 0, 2] += params.cue_tint * u[:, 1]
     frames += np.float32(params.cue) * halo[..., None] * tint
-  if params.num_places and params.place_tint > 0 and params.place_tint_radius > 0:
+  if params.place_tint_radius > 0:  # (validate: then there are places and a hue)
     # The place's hue as a cone round the target: strongest on it, none beyond the radius.
     cone = np.clip(1 - _distance_to(target, size) / np.float32(params.place_tint_radius), 0, 1)
     hue = (params.place_tint * _place_hue(params, place)).astype(np.float32)
