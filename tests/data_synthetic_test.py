@@ -225,11 +225,14 @@ def test_place_tint_says_the_place_everywhere():
   np.testing.assert_allclose(np.mod(np.diff(hues), 2 * np.pi), np.pi / 2, atol=0.05)
 
 
-def test_place_tint_radius_makes_the_hue_a_cone_round_the_moving_target():
+@pytest.mark.parametrize('floor', [0.0, 0.04])
+def test_place_tint_radius_makes_the_hue_a_cone_round_the_moving_target(floor):
   quiet = dict(PLACES, noise=0.0, texture=0.0, cue=0.0, num_distractors=0)
   plain = synthetic.SyntheticParams(**quiet)
   uniform = synthetic.SyntheticParams(**quiet, place_tint=0.1)
-  cone = synthetic.SyntheticParams(**quiet, place_tint=0.1, place_tint_radius=30.0)
+  cone = synthetic.SyntheticParams(
+    **quiet, place_tint=0.1, place_tint_radius=30.0, place_tint_floor=floor
+  )
   label = 2 * 3  # place 3: hue 3 pi / 2 = -(0, 0.866, -0.866) in RGB
   video_plain, xy = synthetic.render_video(plain, label, 'train', 5)
   video_uniform, _ = synthetic.render_video(uniform, label, 'train', 5)
@@ -242,14 +245,22 @@ def test_place_tint_radius_makes_the_hue_a_cone_round_the_moving_target():
     off_target = dist > 8
     shift = video_cone[t].astype(np.float32) - video_plain[t].astype(np.float32)
     full = video_uniform[t].astype(np.float32) - video_plain[t].astype(np.float32)
-    # On the uniform background, the cone scales the uniform shift by 1 - d / radius (to 0).
-    expected = np.clip(1 - dist / 30.0, 0, 1)[..., None] * full
+    # On the uniform background the cone scales the uniform shift (place_tint's) by
+    # floor / tint + (1 - floor / tint)(1 - d / radius): from 1 on the target to floor / tint at
+    # the radius and beyond.
+    share = floor / 0.1 + (1 - floor / 0.1) * np.clip(1 - dist / 30.0, 0, 1)
+    expected = share[..., None] * full
     np.testing.assert_allclose(shift[off_target], expected[off_target], atol=1.01)
-    assert np.all(shift[dist > 31] == 0)
+    np.testing.assert_allclose(shift[dist > 31], floor / 0.1 * full[dist > 31], atol=1.01)
+    if floor == 0:
+      assert np.all(shift[dist > 31] == 0)
     # The hue, not the brightness; red untouched (place 3's direction has no red component).
     assert np.abs(shift[off_target].sum(-1)).max() <= 2 and np.abs(shift[..., 0]).max() <= 1
   with pytest.raises(ValueError, match='place_tint_radius'):
     synthetic.SyntheticParams(**quiet, place_tint=0.1, place_tint_radius=-1.0).validate()
+  for bad in (dict(place_tint_floor=0.05), dict(place_tint_radius=30.0, place_tint_floor=0.1)):
+    with pytest.raises(ValueError, match='place_tint_floor'):  # no cone / no rise to the target
+      synthetic.SyntheticParams(**quiet, place_tint=0.1, **bad).validate()
 
 
 @pytest.mark.parametrize(

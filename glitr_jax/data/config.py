@@ -39,6 +39,7 @@ def get_synthetic_config() -> ml_collections.ConfigDict:
       place_jitter=2.0,  # the path's centre is within +-place_jitter pixels of its place
       place_tint=0.0,  # > 0: the background's hue says the place (in every glimpse, unless faded)
       place_tint_radius=0.0,  # > 0: the hue fades linearly to 0 at this distance from the target
+      place_tint_floor=0.0,  # with a radius: the hue fades to this instead of 0 (everywhere beyond)
     )
   )
 

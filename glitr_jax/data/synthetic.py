@@ -24,7 +24,8 @@ Each video shows a small *target* among *distractors* on a textured background:
   linearly to 0 at that many pixels): a glimpse within reach tells the place, more surely the nearer
   it is, so the evidence for the class grows all the way to the target, and a policy trained through
   the crop (whose gradient otherwise reaches only as far as the target's pixels) has a slope to
-  follow towards it from afar.
+  follow towards it from afar. `place_tint_floor` leaves that much hue on the whole frame (the cone
+  rises from it), so every glimpse tells the place, faintly, and near the target clearly.
 * `num_distractors` squares with the same colour patterns (in either orientation) and a dark
   outline move in random directions and bounce off the borders: they carry no class information,
   and only the marked target does.
@@ -112,6 +113,7 @@ class SyntheticParams:
   place_jitter: float = 2.0
   place_tint: float = 0.0
   place_tint_radius: float = 0.0
+  place_tint_floor: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SyntheticParams':
@@ -218,6 +220,13 @@ class SyntheticParams:
       'place_tint_radius',
       'fades the place hue round the target: it needs num_places > 0 and place_tint > 0',
     )
+    check(
+      self.place_tint_floor == 0
+      or (self.place_tint_radius > 0 and 0 < self.place_tint_floor < self.place_tint),
+      'place_tint_floor',
+      'is the hue left beyond the cone: it needs place_tint_radius > 0 and must be in '
+      f'[0, place_tint={self.place_tint})',
+    )
     check(self.place_radius >= 0, 'place_radius', 'must be >= 0')
     check(self.place_layout in PLACE_LAYOUTS, 'place_layout', f'must be one of {PLACE_LAYOUTS}')
     if self.num_places:
@@ -298,12 +307,15 @@ def _place_hue(params: SyntheticParams, place: int) -> np.ndarray:
 
 def _background(rng: np.random.Generator, params: SyntheticParams, place: int) -> np.ndarray:
   """A static textured background, float32 (S, S, 3): grey-ish tint plus three gratings; with
-  `place_tint` (and `place_tint_radius` 0) the tint's hue is the place's (`_place_hue`)."""
+  `place_tint` the tint's hue is the place's (`_place_hue`), at `place_tint`, or at
+  `place_tint_floor` when a cone (`place_tint_radius`) adds the rest round the target."""
   size = params.frame_size
   coords = np.arange(size, dtype=np.float64)
   base = rng.uniform(0.25, 0.5) + rng.uniform(-0.05, 0.05, size=3)
-  if params.num_places and params.place_tint > 0 and params.place_tint_radius == 0:
-    base = base + params.place_tint * _place_hue(params, place)
+  if params.num_places and params.place_tint > 0:
+    # With a cone (render_video) only its floor covers the whole background.
+    tint = params.place_tint_floor if params.place_tint_radius > 0 else params.place_tint
+    base = base + tint * _place_hue(params, place)
   texture = np.zeros((size, size), np.float64)
   for _ in range(3):
     theta, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.08, 0.35), rng.uniform(0, 2 * np.pi)
@@ -396,9 +408,11 @@ def render_video(
       tint[:, 0, 0, 2] += params.cue_tint * u[:, 1]
     frames += np.float32(params.cue) * halo[..., None] * tint
   if params.place_tint_radius > 0:  # (validate: then there are places and a hue)
-    # The place's hue as a cone round the target: strongest on it, none beyond the radius.
+    # The place's hue as a cone round the target: strongest on it, down to the floor (which
+    # _background put on the whole frame) at the radius and beyond.
     cone = np.clip(1 - _distance_to(target, size) / np.float32(params.place_tint_radius), 0, 1)
-    hue = (params.place_tint * _place_hue(params, place)).astype(np.float32)
+    rise = params.place_tint - params.place_tint_floor
+    hue = (rise * _place_hue(params, place)).astype(np.float32)
     frames += cone[..., None] * hue
 
   pad = int(np.ceil(params.target_size / 2 + 3))
