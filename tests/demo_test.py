@@ -2,8 +2,10 @@
 
 The end-to-end test runs `main.py --config=configs/demo.py` for real (a few steps on a few dozen
 videos, the demo's model): teacher, student and evaluation into their folders; run again, nothing
-reruns; `:baseline` then trains and evaluates the CE-only student beside them. The demo's findings
-themselves need its full budget (minutes): README.md reports them, measured with the command there.
+reruns; `:baseline` then trains and evaluates the CE-only student beside them, and
+glitr_jax.tools.policy_coverage reads the run's policies against the true targets. The demo's
+findings themselves need its full budget (minutes): README.md reports them, measured with the
+command there.
 """
 
 import json
@@ -12,11 +14,13 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import demo
 from glitr_jax import pipeline
 from glitr_jax.data import synthetic
+from glitr_jax.tools import policy_coverage
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The notebook test (tests/notebook_test.py) shrinks the demo the same way: shared compilations.
@@ -125,3 +129,33 @@ def test_demo_runs_its_stages_and_skips_finished_ones(tmp_path):
   assert baseline['teacher_checkpoint'] == str(workdir / 'teacher')
   config = json.loads((workdir / 'baseline' / 'config.json').read_text())
   assert (config['loss']['spatial'], config['loss']['temporal']) == (0.0, 0.0)
+
+  # Where the run's policies look (glitr_jax.tools.policy_coverage), on the same videos.
+  coverage = policy_coverage.policy_coverage(str(workdir), num_videos=12)
+  policies = coverage['policies']
+  assert list(policies) == ['teacher', 'teacher_from_glimpses', 'student', 'baseline']
+  for figures in policies.values():
+    assert len(figures['quarter_per_t']) == 8 and set(figures['per_place']) == {'0', '1', '2', '3'}
+    assert all(q <= v for q, v in zip(figures['quarter_per_t'], figures['in_view_per_t']))
+  # At t = 1 the teacher's policy and its policy from glimpses are the same init_loc.
+  assert policies['teacher']['mean_per_t'][0] == policies['teacher_from_glimpses']['mean_per_t'][0]
+
+
+def test_target_share_counts_the_target_pixels_a_glimpse_reads():
+  # A 9-px target with its outline is 11 x 11 pixels round an integer centre; a 16-px glimpse
+  # centred on pixel c samples c - 7.5 .. c + 7.5, so bilinear weights reach pixels c - 8 .. c + 8.
+  size = 64
+
+  def share(dx, dy=0.0):
+    px = np.array([[[30.0 + dx, 20.0 + dy], [30.0, 20.0]]])
+    target = np.array([[[30.0, 20.0], [30.0 + dx, 20.0 + dy]]])
+    out = policy_coverage.target_share(2 * px / 63 - 1, 2 * target / 63 - 1, 16, size, 9.0)
+    assert out[0, 0] == out[0, 1]  # the glimpse moving off the target or the target moving off
+    return out[0, 0] * 121
+
+  assert share(0) == 121
+  assert share(10) == share(-10) == share(0, 10) == 4 * 11  # columns 32..35 of 25..35
+  assert share(10, 10) == 4 * 4
+  assert share(13) == 11 and share(14) == 0 and share(25, 25) == 0
+  with pytest.raises(ValueError, match='differ'):
+    policy_coverage.target_share(np.zeros((1, 2, 2)), np.zeros((1, 3, 2)), 16, size, 9.0)

@@ -1,0 +1,197 @@
+r"""Where the glimpse policies of a demo run look, against the true target (`glitr_synthetic` only).
+
+  python -m glitr_jax.tools.policy_coverage --workdir=/tmp/glitr_demo [--num_videos=400] \
+      [--out=/tmp/glitr_demo/coverage.json]
+
+The synthetic benchmark knows where its target is in every frame (`target_xy`), so a policy can be
+judged by what its glimpses cover, not only by the accuracy a classifier makes of them. For each
+trained stage in the workdir (`teacher`, `student`, `baseline`; or the workdir itself if it is
+one stage's), the tool renders the first `--num_videos` validation videos, runs the policies
+below, and reports the share of the target's pixels that each glimpse reads (its bilinear
+footprint, `glitr_jax.glimpse.footprint`; the target is its square with the outline):
+
+  teacher                the teacher's Tl on its full-frame features (the 'teacher' strategy)
+  teacher_from_glimpses  the teacher's weights run as a student (its Tl on its own glimpses: the
+                         policy a student inherits before it has learned anything)
+  student, baseline      each student's own policy (the 'glitr' strategy)
+
+Per policy: `in_view_per_t` (share of videos with any target pixel in view), `quarter_per_t`
+(at least a quarter of the target in view), `mean_per_t` (the mean share), and per place (the
+class's place, `data.synthetic.num_places` > 0) the same over t = 2..T (the first glimpse is at
+the learned `init_loc`, before the policy has seen anything). README.md's demo section counts a
+place as seen by `quarter` (a policy can read the target's colours from less: `in_view` bounds
+what it can see at all).
+"""
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+from glitr_jax import glimpse, inference, pixels
+from glitr_jax.data import synthetic
+from glitr_jax.train import checkpoints
+
+FLAGS = flags.FLAGS
+STAGES = ('teacher', 'student', 'baseline')
+QUARTER = 0.25
+
+
+def target_share(
+  locations_bt2: np.ndarray,
+  target_xy_bt2: np.ndarray,
+  glimpse_pixels: int,
+  frame_size: int,
+  target_size: float,
+) -> np.ndarray:
+  """The share of the target's pixels that each glimpse reads.
+
+  Args:
+    locations_bt2: (B, T, 2) glimpse locations (lx, ly), normalised (DESIGN.md section 1).
+    target_xy_bt2: (B, T, 2) the target's centres in the same coordinates.
+    glimpse_pixels: the glimpse's side in frame pixels.
+    frame_size: the square frame's side in pixels.
+    target_size: the target square's side in pixels, without its 1-px outline.
+
+  Returns:
+    (B, T) float64 in [0, 1]: pixels of the target (its square and outline, pixel centres within
+    target_size / 2 + 1 of its centre on both axes) inside the glimpse's footprint, over all of
+    the target's pixels.
+  """
+  b, t, _ = locations_bt2.shape
+  if target_xy_bt2.shape != locations_bt2.shape:
+    raise ValueError(f'target_xy {target_xy_bt2.shape} and locations {locations_bt2.shape} differ')
+  seen_nhw = np.asarray(
+    glimpse.footprint(
+      np.asarray(locations_bt2, np.float32).reshape(b * t, 2),
+      glimpse_pixels,
+      (frame_size, frame_size),
+    )
+  )
+  centre_n2 = (np.asarray(target_xy_bt2, np.float64).reshape(b * t, 2) + 1) * (frame_size - 1) / 2
+  coords = np.arange(frame_size)
+  reach = target_size / 2 + 1
+  in_x_nw = np.abs(coords[None, :] - centre_n2[:, :1]) <= reach
+  in_y_nh = np.abs(coords[None, :] - centre_n2[:, 1:]) <= reach
+  target_nhw = in_y_nh[:, :, None] & in_x_nw[:, None, :]
+  size_n = target_nhw.sum((1, 2))
+  if np.any(size_n == 0):
+    raise ValueError('a target centre lies outside the frame')
+  return ((target_nhw & seen_nhw).sum((1, 2)) / size_n).reshape(b, t)
+
+
+def summarise(share_bt: np.ndarray, places_b: np.ndarray | None) -> dict:
+  """Per-t and per-place figures of one policy (see the module docstring)."""
+  out = {
+    'in_view_per_t': (share_bt > 0).mean(0).tolist(),
+    'quarter_per_t': (share_bt >= QUARTER).mean(0).tolist(),
+    'mean_per_t': share_bt.mean(0).tolist(),
+  }
+  if places_b is not None:
+    later = share_bt[:, 1:]
+    out['per_place'] = {
+      str(int(place)): {
+        'videos': int((places_b == place).sum()),
+        'in_view': float((later[places_b == place] > 0).mean()),
+        'quarter': float((later[places_b == place] >= QUARTER).mean()),
+      }
+      for place in np.unique(places_b)
+    }
+  return out
+
+
+def _stage_dirs(workdir: str) -> dict[str, str]:
+  """{stage: directory} of the trained stages in a pipeline workdir, or the workdir itself."""
+  found = {s: os.path.join(workdir, s) for s in STAGES}
+  found = {s: d for s, d in found.items() if os.path.exists(os.path.join(d, 'config.json'))}
+  if found:
+    return found
+  if os.path.exists(os.path.join(workdir, 'config.json')):
+    stage = checkpoints.read_workdir_config(workdir).get('stage', 'student')
+    return {'teacher' if stage == 'teacher' else 'student': workdir}
+  raise FileNotFoundError(
+    f'{workdir}: no config.json in it or in its {"/, ".join(STAGES)}/ (not a glitr-jax workdir)'
+  )
+
+
+def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
+  """The report (module docstring) for every trained stage in `workdir`."""
+  dirs = _stage_dirs(workdir)
+  config = checkpoints.read_workdir_config(next(iter(dirs.values())))
+  if config.data.name != 'glitr_synthetic':
+    raise ValueError(
+      f'{workdir}: data.name is {config.data.name!r}; only glitr_synthetic knows its targets'
+    )
+  params = synthetic.SyntheticParams.from_config(config.data.synthetic)
+  mc = config.model
+  if params.frame_size != mc.image_size or params.num_frames < mc.num_frames:
+    raise ValueError(
+      f'{workdir}: data.synthetic renders {params.num_frames} frames of {params.frame_size} px, '
+      f'the model takes {mc.num_frames} of {mc.image_size}'
+    )
+  if num_videos < 1:
+    raise ValueError(f'--num_videos must be >= 1, not {num_videos}')
+  labels = synthetic.labels_for_split(params, 'validation')[:num_videos]
+  videos, target_xy = zip(
+    *(synthetic.render_video(params, int(label), 'validation', i) for i, label in enumerate(labels))
+  )
+  t = mc.num_frames
+  frames = pixels.normalize(np.stack(videos)[:, :t].astype(np.float32), 255.0)
+  target_xy = np.stack(target_xy)[:, :t]
+  places = np.array([params.split_label(int(label))[0] for label in labels])
+  places = places if params.num_places else None
+
+  def judge(locations):
+    share = target_share(
+      np.asarray(locations),
+      target_xy,
+      mc.glimpse_patches * mc.patch_size,
+      mc.image_size,
+      params.target_size,
+    )
+    return summarise(share, places)
+
+  report = {'workdir': workdir, 'num_videos': len(labels), 'policies': {}}
+  for stage, directory in dirs.items():
+    stage_config = checkpoints.read_workdir_config(directory)
+    variables = {'params': checkpoints.load_params(directory, stage_config.model)[0]}
+    student = inference.student_forward(variables, stage_config.model, frames)
+    if stage == 'teacher':
+      teacher = inference.teacher_forward(variables, stage_config.model, frames)
+      report['policies']['teacher'] = judge(teacher['locations'])
+      report['policies']['teacher_from_glimpses'] = judge(student['locations'])
+    else:
+      report['policies'][stage] = judge(student['locations'])
+  return report
+
+
+def format_report(report: dict) -> str:
+  """A plain-text table: per policy, the shares per t and per place."""
+  lines = [f'{report["workdir"]}: {report["num_videos"]} validation videos']
+  for name, p in report['policies'].items():
+    lines.append(f'{name}')
+    for key in ('in_view_per_t', 'quarter_per_t'):
+      lines.append(f'  {key:15s} ' + ' '.join(f'{v:5.2f}' for v in p[key]))
+    for place, q in p.get('per_place', {}).items():
+      lines.append(
+        f'  place {place} (t >= 2, {q["videos"]} videos): in view {q["in_view"]:.2f}, '
+        f'a quarter {q["quarter"]:.2f}'
+      )
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  report = policy_coverage(FLAGS.workdir, FLAGS.num_videos)
+  print(format_report(report))
+  if FLAGS.out:
+    with open(FLAGS.out, 'w') as f:
+      json.dump(report, f, indent=1)
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('workdir', None, 'a demo workdir (or one stage of it)', required=True)
+  flags.DEFINE_integer('num_videos', 400, 'how many validation videos (the first ones)')
+  flags.DEFINE_string('out', '', 'also write the report here (JSON)')
+  app.run(main)
