@@ -20,8 +20,9 @@ sees 16x16 glimpses (6.25% of each frame). The model is a tiny GliTr (ViT of wid
 on 8-px patches; temporal heads of width 64 and depth 2), trained from scratch (sine-cosine
 position tables); the teacher's Tl warms up over its first 125 steps, as the official SSv2
 teacher's Tl warms up (DESIGN.md), so it starts learning once Tf names what it sees. The
-student's Tl learns at a tenth of the rate of its Tf and Tc, so the student keeps the teacher's
-policy.
+student's Tl is in effect held (a thousandth of the rate of its Tf and Tc): the student's policy is
+the teacher's Tl run on the student's own glimpse features, which the spatial term pulls towards
+the teacher's full-frame features that Tl was trained on.
 
 Any field can be overridden (`--config.seed=1`, `--config.pipeline.student.num_train_steps=900`,
 `--config.data.synthetic.num_distractors=2`, ...). README.md gives the measured results.
@@ -104,11 +105,15 @@ def get_config(arg=None):
     ),
     student=dict(
       num_train_steps=600,
-      # The student's Tl at a tenth of Tf's and Tc's rate: the student keeps the teacher's policy
-      # and learns to follow it from glimpses (with Tl at their rate, the students' policies move
-      # away from the teacher's, whose locations then stop being an upper bound: README.md).
+      # The student's Tl at a thousandth of Tf's and Tc's rate, in effect held: the student's
+      # policy is the teacher's Tl run on the student's glimpse features. Tl was trained on the
+      # teacher's full-frame features, and the spatial term pulls the glimpse features towards
+      # those, so the spatiotemporal student learns where to look by learning what to see; the
+      # CE-only student has only the crop's gradient, which reaches a few pixels round the
+      # target (README.md; with Tl free, the students' policies move away from the teacher's,
+      # whose locations then stop being an upper bound).
       optim=dict(
-        lr_tf=2e-3, lr_tc=2e-3, lr_tl=2e-4, min_lr_tf=2e-5, min_lr_tc=2e-5, min_lr_tl=2e-6
+        lr_tf=2e-3, lr_tc=2e-3, lr_tl=2e-6, min_lr_tf=2e-5, min_lr_tc=2e-5, min_lr_tl=2e-8
       ),
       loss=dict(ce=1.0, spatial=1.0, temporal=1.0),
     ),
