@@ -125,10 +125,11 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
     )
   params = synthetic.SyntheticParams.from_config(config.data.synthetic)
   mc = config.model
-  if params.frame_size != mc.image_size or params.num_frames < mc.num_frames:
+  if (params.frame_size, params.num_frames) != (mc.image_size, mc.num_frames):
+    # The videos go to the model as rendered; the evaluation would resample other sizes.
     raise ValueError(
       f'{workdir}: data.synthetic renders {params.num_frames} frames of {params.frame_size} px, '
-      f'the model takes {mc.num_frames} of {mc.image_size}'
+      f'the model takes {mc.num_frames} of {mc.image_size}: the tool needs them equal'
     )
   if num_videos < 1:
     raise ValueError(f'--num_videos must be >= 1, not {num_videos}')
@@ -136,9 +137,8 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
   videos, target_xy = zip(
     *(synthetic.render_video(params, int(label), 'validation', i) for i, label in enumerate(labels))
   )
-  t = mc.num_frames
-  frames = pixels.normalize(np.stack(videos)[:, :t].astype(np.float32), 255.0)
-  target_xy = np.stack(target_xy)[:, :t]
+  frames = pixels.normalize(np.stack(videos).astype(np.float32), 255.0)
+  target_xy = np.stack(target_xy)
   places = np.array([params.split_label(int(label))[0] for label in labels])
   places = places if params.num_places else None
 
