@@ -109,9 +109,10 @@ def get_config(arg=None):
       # policy is the teacher's Tl run on the student's glimpse features. Tl was trained on the
       # teacher's full-frame features, and the spatial term pulls the glimpse features towards
       # those, so the spatiotemporal student learns where to look by learning what to see; the
-      # CE-only student has only the crop's gradient, which reaches a few pixels round the
-      # target (README.md; with Tl free, the students' policies move away from the teacher's,
-      # whose locations then stop being an upper bound).
+      # CE-only student's glimpses move only as a side effect of CE on its features or through
+      # the crop's gradient, which reaches a few pixels round the target (README.md; with Tl
+      # free, the students' policies move away from the teacher's, whose locations then stop
+      # being an upper bound).
       optim=dict(
         lr_tf=2e-3, lr_tc=2e-3, lr_tl=2e-6, min_lr_tf=2e-5, min_lr_tc=2e-5, min_lr_tl=2e-8
       ),
