@@ -89,15 +89,14 @@ def summarise(share_bt: np.ndarray, places_b: np.ndarray | None) -> dict:
     'mean_per_t': share_bt.mean(0).tolist(),
   }
   if places_b is not None:
-    later = share_bt[:, 1:]
-    out['per_place'] = {
-      str(int(place)): {
-        'videos': int((places_b == place).sum()),
-        'in_view': float((later[places_b == place] > 0).mean()),
-        'quarter': float((later[places_b == place] >= QUARTER).mean()),
+    out['per_place'] = {}
+    for place in np.unique(places_b):
+      later = share_bt[places_b == place, 1:]
+      out['per_place'][str(int(place))] = {
+        'videos': len(later),
+        'in_view': float((later > 0).mean()),
+        'quarter': float((later >= QUARTER).mean()),
       }
-      for place in np.unique(places_b)
-    }
   return out
 
 
