@@ -17,6 +17,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from glitr_jax import host_memory
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:arg]).')
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and reports.')
@@ -63,6 +65,7 @@ class _QuietLibraries:
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  host_memory.configure(host_memory.HOST_MALLOC.value)  # before JAX starts its backend
   _maybe_initialize_distributed()
   import jax  # noqa: PLC0415
 

@@ -4,6 +4,13 @@ import os
 
 import jax
 
+from glitr_jax import host_memory
+
+
+def configure_host() -> None:
+  """--host_malloc, as main.py applies it: first thing in a benchmark's main(), before JAX runs."""
+  host_memory.configure(host_memory.HOST_MALLOC.value)
+
 
 def machine_info() -> dict:
   """CPUs this process may use, JAX's backend and devices, XLA flags, the 1-minute load average."""
@@ -12,5 +19,6 @@ def machine_info() -> dict:
     'backend': jax.default_backend(),
     'devices': [d.device_kind for d in jax.devices()],
     'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    'host_malloc': host_memory.HOST_MALLOC.value,
     'load_avg_1min_at_end': os.getloadavg()[0],
   }

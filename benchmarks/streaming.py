@@ -30,6 +30,7 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 import jax  # noqa: E402
+import machine  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from glitr_jax import export_runtime, inference  # noqa: E402
 from glitr_jax import streaming as streaming_lib  # noqa: E402
@@ -132,6 +133,7 @@ def _time_loop(agent, frames_bhwc: np.ndarray, steps: int, warmup: int) -> list[
 
 def main(argv):
   del argv
+  machine.configure_host()
   model_config = _model_config()
   variables = {'params': _random_params(model_config)}
   b, s = _BATCH.value, _IMAGE_SIZE.value
@@ -174,6 +176,7 @@ def main(argv):
       jax.block_until_ready(exported.step(glimpses))
       exported_s, _ = _time_steps(exported, glimpses, _STEPS.value, _WARMUP.value)
     result['exported_step_ms'] = _stats(exported_s)
+  result.update(machine.machine_info())
   print(json.dumps(result))
 
 
