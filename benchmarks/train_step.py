@@ -1,9 +1,9 @@
 r"""Training-step throughput: median step time, videos/s, model FLOPs, MFU and peak memory.
 
 Builds the real training step (`glitr_jax.train.steps.make_train_step`, jitted as the loop jits it,
-with the train state donated when `--donate`) on random weights and random normalised frames, runs
-`--warmup` steps after compilation, times `--steps` more one by one (each until its outputs are
-ready), and prints ONE JSON object:
+with the train state donated when `--donate`) on random weights and random normalised frames,
+compiles it once ahead of time (the executable runs every step), runs `--warmup` steps, times
+`--steps` more one by one (each until its outputs are ready), and prints ONE JSON object:
 
   median_step_s         median wall time of a step
   videos_per_s          batch / median_step_s
@@ -17,6 +17,10 @@ ready), and prints ONE JSON object:
   mfu                   model_flops_per_step / median_step_s / matmul_flops_per_s
   peak_memory_mib       the process's peak resident memory (getrusage maxrss: compilation,
                         parameters, optimiser state and the step's buffers)
+  page_faults_per_step  median minor page faults of a timed step: memory the kernel mapped (and
+                        zeroed) anew for it; near 0 with --host_malloc=retain (the default), about
+                        580,000 with --host_malloc=system (glitr_jax/host_memory.py)
+  system_s_per_step     median kernel CPU time of a step (mostly those faults)
   plus the configuration, the per-step times, the load average, and the analytic breakdown.
 
 The analytic count (`model_flops`): 2 * m * k * n per matmul of an (m, k) by a (k, n) operand,
@@ -42,6 +46,7 @@ teacher step at T = 8 is 500 GFLOP.
   taskset -c 0,1 python benchmarks/train_step.py --stage=student --batch=2 --frames=16 --glimpse=96
   taskset -c 0,1 python benchmarks/train_step.py --stage=teacher --batch=2 --frames=8 --glimpse=96
   python benchmarks/train_step.py --stage=student --frames=16 --remat   # rematerialised Tf blocks
+  python benchmarks/train_step.py --stage=teacher --host_malloc=system  # glibc's default malloc
 """
 
 import json
@@ -224,6 +229,7 @@ def build(stage: str, b: int, t: int):
 
 def main(argv):
   del argv
+  machine.configure_host()
   stage, b, t = _STAGE.value, _BATCH.value, _FRAMES.value
   c, step, state, batch, frozen = build(stage, b, t)
   compiled = step.lower(state, batch, frozen).compile()
@@ -234,15 +240,19 @@ def main(argv):
   temp_mib = None if memory is None else memory.temp_size_in_bytes / 2**20
 
   for _ in range(1 + _WARMUP.value):
-    state, metrics = step(state, batch, frozen)
+    state, metrics = compiled(state, batch, frozen)
   jax.block_until_ready((state, metrics))
-  times, loads = [], []
+  times, loads, faults, system_s = [], [], [], []
   for _ in range(_STEPS.value):
     loads.append(os.getloadavg()[0])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    state, metrics = step(state, batch, frozen)
+    state, metrics = compiled(state, batch, frozen)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    faults.append(after.ru_minflt - usage.ru_minflt)
+    system_s.append(after.ru_stime - usage.ru_stime)
   loss = float(metrics['loss'])
   if not np.isfinite(loss):
     raise FloatingPointError(f'non-finite loss {loss}')
@@ -266,6 +276,8 @@ def main(argv):
     'crop_flops_per_step': crop_flops(b, t, c.model, _GLIMPSE.value),
     'model_flops_breakdown': {k: v for k, v in flops.items() if k != 'total'},
     'step_times_s': times,
+    'page_faults_per_step': statistics.median(faults),  # minor faults: memory mapped anew
+    'system_s_per_step': statistics.median(system_s),  # kernel time (mostly those faults)
     'loss': loss,
     'stage': stage,
     'batch': b,
