@@ -8,7 +8,7 @@ from glitr_jax import host_memory
 
 
 def configure_host() -> None:
-  """--host_malloc, as main.py applies it: first thing in a benchmark's main(), before JAX runs."""
+  """--host_malloc as main.py applies it: first thing in a benchmark's main(), before JAX runs."""
   host_memory.configure(host_memory.HOST_MALLOC.value)
 
 

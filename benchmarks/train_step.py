@@ -18,8 +18,8 @@ compiles it once ahead of time (the executable runs every step), runs `--warmup`
   peak_memory_mib       the process's peak resident memory (getrusage maxrss: compilation,
                         parameters, optimiser state and the step's buffers)
   page_faults_per_step  median minor page faults of a timed step: memory the kernel mapped (and
-                        zeroed) anew for it; near 0 with --host_malloc=retain (the default), about
-                        580,000 with --host_malloc=system (glitr_jax/host_memory.py)
+                        zeroed) anew for it: about 580,000 (teacher) with glibc's defaults, near 0
+                        with --host_malloc=retain (glitr_jax/host_memory.py)
   system_s_per_step     median kernel CPU time of a step (mostly those faults)
   plus the configuration, the per-step times, the load average, and the analytic breakdown.
 
@@ -46,7 +46,7 @@ teacher step at T = 8 is 500 GFLOP.
   taskset -c 0,1 python benchmarks/train_step.py --stage=student --batch=2 --frames=16 --glimpse=96
   taskset -c 0,1 python benchmarks/train_step.py --stage=teacher --batch=2 --frames=8 --glimpse=96
   python benchmarks/train_step.py --stage=student --frames=16 --remat   # rematerialised Tf blocks
-  python benchmarks/train_step.py --stage=teacher --host_malloc=system  # glibc's default malloc
+  python benchmarks/train_step.py --stage=teacher --host_malloc=retain  # keep freed host memory
 """
 
 import json
