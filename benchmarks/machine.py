@@ -13,12 +13,13 @@ def configure_host() -> None:
 
 
 def machine_info() -> dict:
-  """CPUs this process may use, JAX's backend and devices, XLA flags, the 1-minute load average."""
+  """CPUs, JAX's backend and devices, XLA flags, the allocator, the 1-minute load average."""
   return {
     'cpus': len(os.sched_getaffinity(0)),
     'backend': jax.default_backend(),
     'devices': [d.device_kind for d in jax.devices()],
     'xla_flags': os.environ.get('XLA_FLAGS', ''),
     'host_malloc': host_memory.HOST_MALLOC.value,
+    'malloc_library': host_memory.malloc_library(),  # e.g. tcmalloc when LD_PRELOADed
     'load_avg_1min_at_end': os.getloadavg()[0],
   }

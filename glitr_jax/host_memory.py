@@ -23,12 +23,14 @@ costs memory: the heap never shrinks, and while small allocations split freed bl
 first steps it grows (the teacher benchmark's peak resident memory: 8.5 GiB against 4.6 GiB); after
 that it is stable. It must run before the backend starts: XLA's worker threads pick their arena when
 they are created. `--host_malloc=system` leaves glibc as it is. With another allocator preloaded
-(tcmalloc, jemalloc: `LD_PRELOAD`, as TPU VM images recommend) glibc's options do not matter; on a
-non-glibc system there is nothing to set and `configure` returns False.
+(tcmalloc, jemalloc: `LD_PRELOAD`, as TPU VM images recommend) glibc's options do not matter:
+`configure` finds the library in the process's mappings (`malloc_library`, which the benchmarks
+report), warns and returns False, as it does on a non-glibc system.
 """
 
 import ctypes
 import ctypes.util
+import os
 import platform
 
 from absl import flags, logging
@@ -53,6 +55,21 @@ def _backend_started() -> bool:
   return xla_bridge.backends_are_initialized()
 
 
+_ALLOCATORS = ('tcmalloc', 'jemalloc', 'mimalloc')
+
+
+def malloc_library(maps_path: str = '/proc/self/maps') -> str:
+  """The allocator this process runs on: a preloaded one (tcmalloc, jemalloc, mimalloc) if its
+  library is mapped, else the C library's ('glibc', or what `platform.libc_ver` names)."""
+  if os.path.exists(maps_path):
+    with open(maps_path) as f:
+      mapped = {os.path.basename(line.split()[-1]) for line in f if '/' in line}
+    for name in _ALLOCATORS:
+      if any(lib.startswith(f'lib{name}') for lib in mapped):
+        return name
+  return platform.libc_ver()[0] or 'unknown'
+
+
 def configure(mode: str) -> bool:
   """Applies `mode` ('retain' or 'system') to this process; True if glibc's options were set."""
   if mode not in ('retain', 'system'):
@@ -65,9 +82,12 @@ def configure(mode: str) -> bool:
       'their malloc arena when they are created); call host_memory.configure before the first '
       'JAX computation, or pass --host_malloc=system'
     )
-  libc_name = platform.libc_ver()[0]
-  if libc_name != 'glibc':
-    logging.info('--host_malloc=retain: not glibc (%r); nothing to set', libc_name or 'unknown')
+  allocator = malloc_library()
+  if allocator != 'glibc':
+    logging.warning(
+      "--host_malloc=retain sets glibc's options, but this process allocates with %s; nothing set",
+      allocator,
+    )
     return False
   libc = ctypes.CDLL(ctypes.util.find_library('c'))
   settings = (

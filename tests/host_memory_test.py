@@ -71,3 +71,24 @@ def test_configure_rejects_an_unknown_mode():
   with pytest.raises(ValueError, match='--host_malloc'):
     host_memory.configure('tcmalloc')
 
+
+_MAPS = """\
+7f00a0000000-7f00a0028000 r--p 00000000 fd:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f00a1000000-7f00a1021000 rw-p 00000000 00:00 0 [heap]
+7f00a2000000-7f00a2004000 r--p 00000000 fd:01 5678 /usr/lib/x86_64-linux-gnu/libm.so.6
+"""
+_TCMALLOC = '7f00a3000000-7f00a3010000 r-xp 00000000 fd:01 91 /usr/lib/libtcmalloc_minimal.so.4\n'
+
+
+def test_malloc_library_names_a_preloaded_allocator(tmp_path):
+  plain, preloaded = tmp_path / 'plain', tmp_path / 'preloaded'
+  plain.write_text(_MAPS)
+  preloaded.write_text(_MAPS + _TCMALLOC)
+  assert host_memory.malloc_library(str(preloaded)) == 'tcmalloc'
+  assert host_memory.malloc_library(str(plain)) == (platform.libc_ver()[0] or 'unknown')
+
+
+def test_retain_sets_nothing_under_another_allocator(monkeypatch):
+  monkeypatch.setattr(host_memory, '_backend_started', lambda: False)
+  monkeypatch.setattr(host_memory, 'malloc_library', lambda: 'tcmalloc')
+  assert host_memory.configure('retain') is False
