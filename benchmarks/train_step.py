@@ -13,13 +13,17 @@ compiles it once ahead of time (the executable runs every step), runs `--warmup`
                         while loop (lax.scan: the student's glimpse loop) once, not per iteration,
                         so it agrees with the analytic count only for the loop-free teacher step
   matmul_flops_per_s    this machine's dense float32 matmul rate, measured in the same process
-                        (jitted 2048 x 2048 products, median of several runs)
+                        (jitted 2048 x 2048 products, median of several runs) before and after
+                        the steps; the higher of the two (a reading taken while something else
+                        slows the machine is low, and would inflate MFU); both are reported as
+                        matmul_flops_per_s_before / _after
   mfu                   model_flops_per_step / median_step_s / matmul_flops_per_s
   peak_memory_mib       the process's peak resident memory (getrusage maxrss: compilation,
                         parameters, optimiser state and the step's buffers)
   page_faults_per_step  median minor page faults of a timed step: memory the kernel mapped (and
                         zeroed) anew for it: about 580,000 (teacher) with glibc's defaults, near 0
-                        with --host_malloc=retain (glitr_jax/host_memory.py)
+                        with --host_malloc=retain (glitr_jax/host_memory.py) or tcmalloc preloaded
+                        (`malloc_library` names the allocator)
   system_s_per_step     median kernel CPU time of a step (mostly those faults)
   plus the configuration, the per-step times, the load average, and the analytic breakdown.
 
@@ -47,6 +51,7 @@ teacher step at T = 8 is 500 GFLOP.
   taskset -c 0,1 python benchmarks/train_step.py --stage=teacher --batch=2 --frames=8 --glimpse=96
   python benchmarks/train_step.py --stage=student --frames=16 --remat   # rematerialised Tf blocks
   python benchmarks/train_step.py --stage=teacher --host_malloc=retain  # keep freed host memory
+  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/train_step.py
 """
 
 import json
@@ -242,6 +247,7 @@ def main(argv):
   for _ in range(1 + _WARMUP.value):
     state, metrics = compiled(state, batch, frozen)
   jax.block_until_ready((state, metrics))
+  rate_before = matmul_rate(_MATMUL_SIZE.value)
   times, loads, faults, system_s = [], [], [], []
   for _ in range(_STEPS.value):
     loads.append(os.getloadavg()[0])
@@ -257,7 +263,8 @@ def main(argv):
   if not np.isfinite(loss):
     raise FloatingPointError(f'non-finite loss {loss}')
 
-  rate = matmul_rate(_MATMUL_SIZE.value)
+  rate_after = matmul_rate(_MATMUL_SIZE.value)
+  rate = max(rate_before, rate_after)
   flops = model_flops(stage, b, t, c.model)
   executed, as_xla_counts = executed_flops(stage, b, t, c.model)
   median = statistics.median(times)
@@ -267,6 +274,8 @@ def main(argv):
     'model_flops_per_step': flops['total'],
     'matmul_flops_per_s': rate,
     'mfu': flops['total'] / median / rate,
+    'matmul_flops_per_s_before': rate_before,
+    'matmul_flops_per_s_after': rate_after,
     'peak_memory_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     'xla_flops_per_step': xla_flops,
     'analytic_flops_as_xla_counts': as_xla_counts,  # compare with xla_flops_per_step
