@@ -72,10 +72,12 @@ def main(argv):
   from glitr_jax import run  # noqa: PLC0415
 
   logging.info(
-    'JAX process %d/%d, local devices: %s',
+    'JAX process %d/%d, local devices: %s, host allocator: %s (--host_malloc=%s)',
     jax.process_index(),
     jax.process_count(),
     jax.local_devices(),
+    host_memory.malloc_library(),
+    host_memory.HOST_MALLOC.value,
   )
   run.main(FLAGS.config, FLAGS.workdir, FLAGS.mode)
 
