@@ -24,8 +24,8 @@ first steps it grows (the teacher benchmark's peak resident memory: 8.5 GiB agai
 that it is stable. It must run before the backend starts: XLA's worker threads pick their arena when
 they are created. `--host_malloc=system` leaves glibc as it is. With another allocator preloaded
 (tcmalloc, jemalloc: `LD_PRELOAD`, as TPU VM images recommend) glibc's options do not matter:
-`configure` finds the library in the process's mappings (`malloc_library`, which the benchmarks
-report), warns and returns False, as it does on a non-glibc system.
+`configure` finds which library `malloc` resolves to (`malloc_library`, which main.py logs and
+the benchmarks report), warns and returns False, as it does on a non-glibc system.
 """
 
 import ctypes
@@ -58,16 +58,33 @@ def _backend_started() -> bool:
 _ALLOCATORS = ('tcmalloc', 'jemalloc', 'mimalloc')
 
 
-def malloc_library(maps_path: str = '/proc/self/maps') -> str:
-  """The allocator this process runs on: a preloaded one (tcmalloc, jemalloc, mimalloc) if its
-  library is mapped, else the C library's ('glibc', or what `platform.libc_ver` names)."""
-  if os.path.exists(maps_path):
-    with open(maps_path) as f:
-      mapped = {os.path.basename(line.split()[-1]) for line in f if '/' in line}
-    for name in _ALLOCATORS:
-      if any(lib.startswith(f'lib{name}') for lib in mapped):
-        return name
-  return platform.libc_ver()[0] or 'unknown'
+def _malloc_address() -> int:
+  """The address `malloc` resolves to here: the first definition, a preload's or else libc's."""
+  return ctypes.cast(ctypes.CDLL(None).malloc, ctypes.c_void_p).value
+
+
+def malloc_library(maps_path: str = '/proc/self/maps', address: int | None = None) -> str:
+  """The allocator serving this process's `malloc`: 'tcmalloc', 'jemalloc' or 'mimalloc' when one
+  is preloaded, the C library's name ('glibc') when it is libc's, else the mapped file's name;
+  'unknown' without /proc. A library that only bundles an allocator for itself does not count."""
+  if not os.path.exists(maps_path):
+    return 'unknown'
+  address = _malloc_address() if address is None else address
+  with open(maps_path) as f:
+    for line in f:
+      fields = line.split()
+      start, end = (int(x, 16) for x in fields[0].split('-'))
+      if start <= address < end and len(fields) >= 6:
+        name = os.path.basename(fields[-1])
+        break
+    else:
+      return 'unknown'
+  for allocator in _ALLOCATORS:
+    if name.startswith(f'lib{allocator}'):
+      return allocator
+  if name.startswith(('libc.so', 'libc-')):
+    return platform.libc_ver()[0] or 'libc'
+  return name
 
 
 def configure(mode: str) -> bool:

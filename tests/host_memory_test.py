@@ -73,19 +73,30 @@ def test_configure_rejects_an_unknown_mode():
 
 
 _MAPS = """\
-7f00a0000000-7f00a0028000 r--p 00000000 fd:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f00a0000000-7f00a0028000 r-xp 00000000 fd:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6
 7f00a1000000-7f00a1021000 rw-p 00000000 00:00 0 [heap]
-7f00a2000000-7f00a2004000 r--p 00000000 fd:01 5678 /usr/lib/x86_64-linux-gnu/libm.so.6
+7f00a2000000-7f00a2004000 r-xp 00000000 fd:01 5678 /opt/wheel.libs/libjemalloc-3f2a.so.2
+7f00a3000000-7f00a3010000 r-xp 00000000 fd:01 91 /usr/lib/libtcmalloc_minimal.so.4.5.10
 """
-_TCMALLOC = '7f00a3000000-7f00a3010000 r-xp 00000000 fd:01 91 /usr/lib/libtcmalloc_minimal.so.4\n'
 
 
-def test_malloc_library_names_a_preloaded_allocator(tmp_path):
-  plain, preloaded = tmp_path / 'plain', tmp_path / 'preloaded'
-  plain.write_text(_MAPS)
-  preloaded.write_text(_MAPS + _TCMALLOC)
-  assert host_memory.malloc_library(str(preloaded)) == 'tcmalloc'
-  assert host_memory.malloc_library(str(plain)) == (platform.libc_ver()[0] or 'unknown')
+def test_malloc_library_names_the_library_malloc_resolves_to(tmp_path):
+  maps = tmp_path / 'maps'
+  maps.write_text(_MAPS)
+  assert host_memory.malloc_library(str(maps), 0x7F00A3000100) == 'tcmalloc'
+  # A library that bundles jemalloc for itself is mapped, but malloc is libc's.
+  libc = platform.libc_ver()[0] or 'libc'
+  assert host_memory.malloc_library(str(maps), 0x7F00A0001000) == libc
+  assert host_memory.malloc_library(str(maps), 0x7F00A4000000) == 'unknown'  # in no mapping
+
+
+def test_malloc_library_of_a_process_without_preload():
+  env = {k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}
+  code = 'from glitr_jax import host_memory; print(host_memory.malloc_library())'
+  result = subprocess.run(
+    [sys.executable, '-c', code], cwd=_REPO, env=env, capture_output=True, text=True, check=True
+  )
+  assert result.stdout.strip() == (platform.libc_ver()[0] or 'libc')
 
 
 def test_retain_sets_nothing_under_another_allocator(monkeypatch):
