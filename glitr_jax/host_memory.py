@@ -48,14 +48,14 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
+# Allocators that replace malloc when preloaded, by library name (lib<name>...so).
+_ALLOCATORS = ('tcmalloc', 'jemalloc', 'mimalloc')
+
 
 def _backend_started() -> bool:
   from jax._src import xla_bridge  # noqa: PLC0415 (private: what jax.distributed checks too)
 
   return xla_bridge.backends_are_initialized()
-
-
-_ALLOCATORS = ('tcmalloc', 'jemalloc', 'mimalloc')
 
 
 def _malloc_address() -> int:

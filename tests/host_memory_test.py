@@ -12,6 +12,8 @@ import pytest
 from glitr_jax import host_memory
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Subprocesses run on the C library's malloc, whatever the test run itself preloads.
+_ENV = {k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}
 
 # Runs a jitted function whose 64 MiB result is freed before the next call, as a training step's
 # temporaries are, and prints the minor page faults of each of 40 calls. A retained heap grows
@@ -40,6 +42,7 @@ def _probe(mode: str) -> dict:
   result = subprocess.run(
     [sys.executable, '-c', _PROBE, mode],
     cwd=_REPO,
+    env=_ENV,
     capture_output=True,
     text=True,
     check=True,
@@ -91,10 +94,9 @@ def test_malloc_library_names_the_library_malloc_resolves_to(tmp_path):
 
 
 def test_malloc_library_of_a_process_without_preload():
-  env = {k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}
   code = 'from glitr_jax import host_memory; print(host_memory.malloc_library())'
   result = subprocess.run(
-    [sys.executable, '-c', code], cwd=_REPO, env=env, capture_output=True, text=True, check=True
+    [sys.executable, '-c', code], cwd=_REPO, env=_ENV, capture_output=True, text=True, check=True
   )
   assert result.stdout.strip() == (platform.libc_ver()[0] or 'libc')
 
