@@ -17,6 +17,7 @@ import ml_collections
 import optax
 
 from glitr_jax import losses
+from glitr_jax.data import mixup as mixup_lib
 from glitr_jax.models import glitr
 
 Params = Any
@@ -55,8 +56,6 @@ def _targets_and_video(config, rng, batch, num_classes):
     The (possibly mixed) video, (B, C) targets, and the offline logits mixed the same way
     (or None).
   """
-  from glitr_jax.data import mixup as mixup_lib  # noqa: PLC0415 (import cycle with data)
-
   aug = config.data.augment
   video, labels = batch['video'], batch['label']
   offline = batch.get('offline_logits')
