@@ -5,20 +5,35 @@ align_corners=True, F.conv2d, the timm block) on a state dict written with the o
 and compare them with `load_official` + glitr_jax.inference on the same inputs, in the micro
 configuration of the outside parity check (width 48, depth 2, 3 heads; temporal 96 wide, depth 4,
 6 heads; 5 classes; 4 frames of 224 x 224; 96-px glimpses).
+
+The file formats (safetensors, hub directories, sharded checkpoints, files that are not what their
+names say, non-finite weights) and `python -m glitr_jax.convert.export` are tested at the end.
 """
 
+import json
+import os
+import pathlib
 import pickle
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+import safetensors.numpy
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 
 from glitr_jax import convert, glimpse, inference
-from glitr_jax.convert import timm_vit
+from glitr_jax.convert import export, timm_vit
 from glitr_jax.models import config as model_config_lib
+from glitr_jax.train import checkpoints
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 MICRO = model_config_lib.get_model_config(
   hidden_size=48,
@@ -352,3 +367,197 @@ def test_imagenet_vit_with_wrong_grid_is_an_error():
   ) as e:
     timm_vit.load_vit_backbone(sd, MICRO)
   assert 'blocks.1.attn.proj.bias' in str(e.value)
+
+
+# ------------------------------ File formats: safetensors, hub directories, bad files ----------
+def assert_same_params(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_safetensors_file_and_hub_directory_load_without_torch(tmp_path, monkeypatch):
+  reference = convert.load_official(SD, MICRO)['params']
+  path = tmp_path / 'glitr.safetensors'
+  safetensors.numpy.save_file(SD, str(path))
+  hub = tmp_path / 'hub'
+  hub.mkdir()
+  safetensors.numpy.save_file(SD, str(hub / 'model.safetensors'))
+  (hub / 'config.json').write_text('{"architecture": "glitr"}')
+  torch_pth = tmp_path / 'glitr.pth'
+  torch.save({'model': TSD}, torch_pth)
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now fails
+  assert_same_params(convert.load_official(str(path), MICRO)['params'], reference)
+  assert_same_params(convert.load_official(str(hub), MICRO)['params'], reference)
+  with pytest.raises(ImportError, match='glitr.pth needs PyTorch'):
+    convert.load_official(str(torch_pth), MICRO)
+
+
+def write_shards(folder, state, suffix, save):
+  """A sharded checkpoint as the hub has them: two weight files and their index."""
+  keys = sorted(state)
+  halves = {f'model-00001-of-00002{suffix}': keys[::2], f'model-00002-of-00002{suffix}': keys[1::2]}
+  weight_map = {}
+  for shard, shard_keys in halves.items():
+    save({k: state[k] for k in shard_keys}, str(folder / shard))
+    weight_map.update(dict.fromkeys(shard_keys, shard))
+  index = (
+    'model.safetensors.index.json' if suffix == '.safetensors' else 'pytorch_model.bin.index.json'
+  )
+  (folder / index).write_text(json.dumps({'metadata': {}, 'weight_map': weight_map}))
+  return folder / index
+
+
+@pytest.mark.parametrize('kind', ['safetensors', 'bin'])
+def test_sharded_and_pytorch_model_bin_hub_directories_load(tmp_path, kind):
+  reference = convert.load_official(SD, MICRO)['params']
+  if kind == 'safetensors':
+    index = write_shards(tmp_path, SD, '.safetensors', safetensors.numpy.save_file)
+  else:
+    index = write_shards(tmp_path, TSD, '.bin', torch.save)
+  assert_same_params(convert.load_official(str(tmp_path), MICRO)['params'], reference)
+  assert_same_params(convert.load_official(str(index), MICRO)['params'], reference)
+  os.remove(tmp_path / f'model-00002-of-00002.{kind}')
+  with pytest.raises(FileNotFoundError, match=f'names shard model-00002-of-00002.{kind}'):
+    convert.load_official(str(tmp_path), MICRO)
+
+
+def test_a_bin_beside_config_json_is_the_hub_directory_weights(tmp_path):
+  torch.save(TSD, tmp_path / 'pytorch_model.bin')
+  (tmp_path / 'config.json').write_text('{}')
+  reference = convert.load_official(SD, MICRO)['params']
+  assert_same_params(convert.load_official(str(tmp_path), MICRO)['params'], reference)
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(FileNotFoundError, match='empty: no weights in this directory'):
+    convert.load_official(str(empty), MICRO)
+
+
+def test_bfloat16_safetensors_load_as_float32(tmp_path):
+  path = tmp_path / 'bf16.safetensors'
+  safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in TSD.items()}, str(path))
+  params = convert.load_official(str(path), MICRO)['params']
+  kernel = params['backbone']['blocks_0']['mlp']['fc1']['kernel']
+  assert kernel.dtype == jnp.float32
+  expected = TSD['backbone.blocks.0.mlp.fc1.weight'].to(torch.bfloat16).float().numpy().T
+  np.testing.assert_array_equal(kernel, expected)
+
+
+@pytest.mark.parametrize('name', ['weights.npz', 'weights.safetensors'])
+def test_a_file_that_is_not_what_its_name_says_is_named(tmp_path, name):
+  path = tmp_path / name
+  path.write_bytes(np.random.default_rng(0).bytes(4096))
+  with pytest.raises(
+    ValueError, match=f'{name}: not an? (.npz archive|readable .safetensors)'
+  ) as e:
+    convert.load_official(str(path), MICRO)
+  assert 'allow_pickle' not in str(e.value)
+
+
+def test_an_npz_of_pickled_objects_is_named(tmp_path):
+  path = tmp_path / 'objects.npz'
+  np.savez(path, a=np.array([{'x': 1}], dtype=object))
+  with pytest.raises(ValueError, match='objects.npz: not a readable .npz archive of arrays'):
+    convert.load_official(str(path), MICRO)
+
+
+def test_non_finite_weights_are_refused_naming_the_key(tmp_path):
+  bad = dict(SD)
+  bad['backbone.blocks.1.attn.proj.weight'] = SD['backbone.blocks.1.attn.proj.weight'].copy()
+  bad['backbone.blocks.1.attn.proj.weight'][3, 4] = np.nan
+  bad['temporal_head.head.bias'] = np.full(5, np.inf, np.float32)
+  with pytest.raises(ValueError) as e:
+    convert.load_official(bad, MICRO)
+  message = str(e.value)
+  assert 'non-finite weights in 2 entries' in message
+  assert 'backbone.blocks.1.attn.proj.weight (1 NaN, 0 Inf of 2304)' in message
+  assert 'temporal_head.head.bias (0 NaN, 5 Inf of 5)' in message
+  path = tmp_path / 'nan.safetensors'
+  safetensors.numpy.save_file(bad, str(path))
+  with pytest.raises(ValueError, match=r'nan.safetensors: non-finite weights .*proj.weight'):
+    convert.load_official(str(path), MICRO)
+  vit = timm_state_dict()
+  vit['norm.weight'][0] = -np.inf
+  with pytest.raises(ValueError, match=r'non-finite weights in 1 entries: norm.weight'):
+    convert.load_vit_backbone(vit, MICRO)
+
+
+# ------------------------------ Export: a workdir -> an official checkpoint --------------------
+EXPORT_STEP = 7
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory):
+  """A workdir as training leaves it (checkpoints/<step>/params, config.json), other weights at
+  an earlier step."""
+  workdir = str(tmp_path_factory.mktemp('export') / 'run')
+  params = convert.load_official(SD, MICRO)['params']
+  earlier = jax.tree.map(lambda x: x * 0.5, params)
+  manager = ocp.CheckpointManager(
+    checkpoints.checkpoint_dir(workdir),
+    item_names=('params',),
+    options=ocp.CheckpointManagerOptions(create=True),
+  )
+  for step, tree in ((2, earlier), (EXPORT_STEP, params)):
+    manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(tree)))
+  manager.wait_until_finished()
+  manager.close()
+  config = ml_collections.ConfigDict({'model': MICRO.to_dict(), 'stage': 'student'})
+  checkpoints.write_run_info(workdir, config, [f'class {i}' for i in range(5)])
+  return workdir, params, earlier
+
+
+@pytest.mark.parametrize('ext', ['.safetensors', '.pth', '.npz'])
+def test_export_round_trip_gives_identical_outputs(trained_workdir, tmp_path, ext):
+  workdir, params, _ = trained_workdir
+  out = str(tmp_path / f'glitr{ext}')
+  assert export.export_workdir(workdir, out) == (out, EXPORT_STEP)
+  assert sorted(os.listdir(tmp_path)) == [f'glitr{ext}']  # no partial file left beside it
+  back = convert.load_official(out, MICRO)
+  assert_same_params(back['params'], params)
+  # The official key names and layouts, as the official PyTorch code loads them.
+  state = convert.common.read_state_dict(out)
+  assert set(state) == set(SD)
+  np.testing.assert_array_equal(
+    state['backbone.patch_embed.proj.weight'], SD['backbone.patch_embed.proj.weight']
+  )
+  video = jnp.asarray(smooth_video(6, b=1).transpose(0, 1, 3, 4, 2))
+  ours = inference.student_forward({'params': params}, MICRO, video)
+  again = inference.student_forward(back, MICRO, video)
+  for key in ('logits', 'locations', 'features'):
+    np.testing.assert_array_equal(again[key], ours[key], err_msg=key)
+
+
+def test_export_records_the_step_and_model_config(trained_workdir, tmp_path):
+  workdir, _, earlier = trained_workdir
+  out = str(tmp_path / 'step2.safetensors')
+  export.export_workdir(workdir, out, step=2)
+  assert_same_params(convert.load_official(out, MICRO)['params'], earlier)
+  with safetensors.safe_open(out, framework='np') as f:
+    metadata = f.metadata()
+  assert json.loads(metadata['step']) == 2
+  assert json.loads(metadata['model_config'])['hidden_size'] == 48
+  pth = str(tmp_path / 'step2.pth')
+  export.export_workdir(workdir, pth, step=2)
+  checkpoint = torch.load(pth, weights_only=True)
+  assert checkpoint['step'] == 2 and checkpoint['model_config']['temporal_depth'] == 4
+  with pytest.raises(FileNotFoundError, match=r'no checkpoint of step 5 \(it has: \[2, 7\]\)'):
+    export.export_workdir(workdir, str(tmp_path / 'x.safetensors'), step=5)
+  with pytest.raises(ValueError, match='x.h5: unknown output type'):
+    export.export_workdir(workdir, str(tmp_path / 'x.h5'))
+
+
+def test_export_command_line(trained_workdir, tmp_path):
+  workdir, params, _ = trained_workdir
+  out = tmp_path / 'cli.safetensors'
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  command = [
+    sys.executable,
+    '-m',
+    'glitr_jax.convert.export',
+    f'--workdir={workdir}',
+    f'--out={out}',
+  ]
+  result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'step {EXPORT_STEP}' in result.stdout
+  assert_same_params(convert.load_official(str(out), MICRO)['params'], params)

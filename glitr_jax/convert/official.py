@@ -1,8 +1,8 @@
 """Official GliTr checkpoints (facebookresearch/GliTr) <-> glitr-jax parameters.
 
 The official file is `torch.save({'model': state_dict, 'optimizerB': ..., ...})` with keys
-(DESIGN.md section 1) `backbone.*` (Tf), `temporal_head.*` (Tc) and `temploc_head.*` (Tl). Every key
-maps to one parameter of `glitr_jax.models.glitr.GliTr` by a fixed rule:
+(docs/design.md section 1) `backbone.*` (Tf), `temporal_head.*` (Tc) and `temploc_head.*` (Tl).
+Every key maps to one parameter of `glitr_jax.models.glitr.GliTr` by a fixed rule:
 
   backbone.blocks.3.attn.qkv.weight        (3D, D)      -> backbone/blocks_3/attn/qkv/kernel (D,3D)
   backbone.patch_embed.proj.weight          (D, 3, p, p) -> backbone/patch_embed/kernel (p, p, 3, D)
@@ -142,14 +142,18 @@ def load_official(
 
   Args:
     source: a `.pth` file (`torch.save({'model': state_dict, ...})`, read weights-only; torch
-      needed), an `.npz` file of the state-dict keys, or a mapping of those keys to arrays.
+      needed), a `.safetensors` or `.npz` file of the state-dict keys (as
+      `python -m glitr_jax.convert.export` writes them), a Hugging Face hub directory holding
+      one, or a mapping of those keys to arrays.
     model_config: the model config the checkpoint was trained with (glitr_jax.models.config).
 
   Returns:
     {'params': GliTr parameters}, ready for glitr_jax.inference.
 
   Raises:
-    ValueError: listing every missing, unexpected and mis-shaped key.
+    FileNotFoundError: the file does not exist.
+    ValueError: a file that is not what its name says, non-finite weights (named), or a state
+      dict not matching the config (every missing, unexpected and mis-shaped key listed).
   """
   name = '<mapping>' if isinstance(source, Mapping) else os.fspath(source)
   state = common.read_state_dict(source)
