@@ -1,8 +1,12 @@
 """ImageNet ViT state dicts (timm / DeiT / iBOT naming) -> Tf's parameters.
 
-The paper's SSv2 teacher starts Tf from iBOT's ImageNet ViT-S/16. Those checkpoints store one
-position embedding `pos_embed` (1, 1 + G*G, D) whose first row belongs to the class token; GliTr
-keeps that row as `cls_embed` and the G x G patch grid as `pos_embed` (DESIGN.md section 1). A
+The paper's SSv2 teacher starts Tf from iBOT's ImageNet ViT-S/16. Those checkpoints, DeiT's
+`.pth` and timm's hub uploads (`model.safetensors` of e.g. timm/vit_small_patch16_224.augreg_in21k_
+ft_in1k or timm/deit_small_patch16_224.fb_in1k, alone or in the hub's directory) share timm's key
+names: `cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.N.{norm1, attn.qkv, attn.proj,
+norm2, mlp.fc1, mlp.fc2}.*`, `norm.*`. They store one position embedding `pos_embed`
+(1, 1 + G*G, D) whose first row belongs to the class token; GliTr keeps that row as `cls_embed` and
+the G x G patch grid as `pos_embed` (docs/design.md section 1), as the official code does. A
 classification head (`head.*`), iBOT's `masked_embed` and DINO/iBOT projection heads are not part
 of Tf and are ignored; anything else unknown is an error.
 """
@@ -53,6 +57,12 @@ def backbone_from_state_dict(
     pos = np.asarray(state['pos_embed'])
     if pos.ndim != 3 or pos.shape[1] < 2:
       raise ValueError(f'{source}: pos_embed has shape {pos.shape}, expected (1, 1 + G*G, D)')
+    grid = backbone_shapes.get(('pos_embed',), (0, 0))[1]
+    if pos.shape[1] == grid:
+      raise ValueError(
+        f'{source}: pos_embed {pos.shape} has no class-token position (a timm ViT with '
+        f'no_embed_class=True); Tf needs (1, 1 + {grid}, D): the class row becomes cls_embed'
+      )
     state = dict(state)
     state['cls_embed'] = pos[:, :1]
     state['pos_embed'] = pos[:, 1:]
@@ -76,18 +86,21 @@ def backbone_from_state_dict(
 def load_vit_backbone(
   source: str | os.PathLike | Mapping[str, Any], model_config: ml_collections.ConfigDict
 ) -> dict:
-  """Reads an ImageNet ViT checkpoint (.pth / .npz / mapping) into Tf's parameters.
+  """Reads an ImageNet ViT checkpoint into Tf's parameters.
 
   Args:
-    source: the checkpoint; the state dict may be bare or under `model`/`state_dict`/..., and
-      nested under `backbone.`/`module.`.
+    source: the checkpoint: a timm `model.safetensors`, a timm hub directory (`config.json` +
+      `model.safetensors` or `pytorch_model.bin`), a DeiT/iBOT `.pth`, an `.npz`, or a mapping;
+      the state dict may be bare or under `model`/`state_dict`/..., and nested under
+      `backbone.`/`module.`.
     model_config: the GliTr model config whose Tf the weights are for.
 
   Returns:
     The 'backbone' parameter subtree (numpy float32 arrays).
 
   Raises:
-    ValueError: listing every missing, unexpected and mis-shaped key.
+    FileNotFoundError: the file does not exist, or a directory holds no weights.
+    ValueError: non-finite weights (named), or every missing, unexpected and mis-shaped key.
   """
   name = '<mapping>' if isinstance(source, Mapping) else os.fspath(source)
   shapes = {

@@ -22,6 +22,37 @@ refused too; if you trust the file, extract its weights once to `.npz` and load 
   python -c "import sys, torch, numpy as np; sd = torch.load(sys.argv[1], map_location='cpu', \
       weights_only=False); sd = sd.get('module') or sd['model']; \
       np.savez(sys.argv[2], **{k: v.float().numpy() for k, v in sd.items()})" ckpt.pth ckpt.npz
+
+Hugging Face transformers checkpoints (`VideoMAEForVideoClassification.save_pretrained`, e.g.
+MCG-NJU/videomae-base-finetuned-ssv2 on the hub: `config.json` + `model.safetensors` or
+`pytorch_model.bin`) name the same weights after transformers' modules, with q, k and v as three
+Linears:
+
+  videomae.embeddings.patch_embeddings.projection.*      -> patch_embed.proj.*
+  videomae.encoder.layer.3.attention.attention.query.weight,
+    .key.weight, .value.weight (D, D) each               -> blocks.3.attn.qkv.weight (cat: q, k, v)
+  videomae.encoder.layer.3.attention.attention.q_bias,
+    .v_bias (when config.json says qkv_bias)             -> blocks.3.attn.q_bias, .v_bias
+  videomae.encoder.layer.3.attention.output.dense.*      -> blocks.3.attn.proj.*
+  videomae.encoder.layer.3.layernorm_before.*, layernorm_after.*  -> blocks.3.norm1.*, norm2.*
+  videomae.encoder.layer.3.intermediate.dense.*, output.dense.*   -> blocks.3.mlp.fc1.*, fc2.*
+  fc_norm.*, classifier.*                                -> fc_norm.*, head.*
+
+The hub's uploads (written by transformers 4.x) keep `q_bias`/`v_bias` and no key bias, as the
+official model does. transformers >= 5 makes the three Linears carry biases of their own and saves
+`query.bias`, `key.bias`, `value.bias`; those load too: query.bias and value.bias are q_bias and
+v_bias, and key.bias is dropped, which changes no output, because a key bias adds q . b_k to every
+logit of a query and the softmax cancels it (docs/design.md section 1, "VideoMAE ViT-B/16"). (Note
+that transformers 5.17 itself drops a hub checkpoint's q_bias/v_bias as unexpected keys and starts
+its Linears' biases at zero.)
+
+The sizes come from `config.json` (transformers' VideoMAEConfig defaults for fields it leaves out)
+and must equal the model config's (`offline.videomae`); every difference is named in one error.
+What the offline model cannot represent is refused too: `use_mean_pooling=false` (transformers
+then reads the first token after a final `videomae.layernorm`), another `hidden_act` than exact
+'gelu', other than 3 channels. LayerNorm epsilons stay the official model's 1e-6 everywhere:
+config.json's `layer_norm_eps` (transformers' default 1e-12 where it is not given) and the 1e-5 of
+transformers' fc_norm (PyTorch's default) are the port's, not what the weights were trained with.
 """
 
 import os
@@ -31,11 +62,60 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from glitr_jax.convert import common
 from glitr_jax.models import videomae
 
 Params = Any
+
+# transformers' VideoMAEConfig defaults (transformers/models/videomae/configuration_videomae.py),
+# for the fields a config.json leaves out (transformers 4.x writes only the non-default ones).
+TRANSFORMERS_DEFAULTS = {
+  'image_size': 224,
+  'patch_size': 16,
+  'num_channels': 3,
+  'num_frames': 16,
+  'tubelet_size': 2,
+  'hidden_size': 768,
+  'num_hidden_layers': 12,
+  'num_attention_heads': 12,
+  'intermediate_size': 3072,
+  'hidden_act': 'gelu',
+  'layer_norm_eps': 1e-12,
+  'qkv_bias': True,
+  'use_mean_pooling': True,
+  'num_labels': 2,  # PretrainedConfig's default when there is no id2label
+}
+TRANSFORMERS_PREFIX = 'videomae.'
+_HF_EMBED = 'videomae.embeddings.patch_embeddings.projection'
+_HF_SELF_ATTN = 'attention.attention'
+# Official key -> transformers key, outside the blocks.
+_HF_TOP = {
+  'patch_embed.proj.weight': _HF_EMBED + '.weight',
+  'patch_embed.proj.bias': _HF_EMBED + '.bias',
+  'fc_norm.weight': 'fc_norm.weight',
+  'fc_norm.bias': 'fc_norm.bias',
+  'head.weight': 'classifier.weight',
+  'head.bias': 'classifier.bias',
+}
+# Official key within block i -> transformers key within videomae.encoder.layer.i.
+_HF_BLOCK = {
+  'norm1.weight': 'layernorm_before.weight',
+  'norm1.bias': 'layernorm_before.bias',
+  'attn.proj.weight': 'attention.output.dense.weight',
+  'attn.proj.bias': 'attention.output.dense.bias',
+  'norm2.weight': 'layernorm_after.weight',
+  'norm2.bias': 'layernorm_after.bias',
+  'mlp.fc1.weight': 'intermediate.dense.weight',
+  'mlp.fc1.bias': 'intermediate.dense.bias',
+  'mlp.fc2.weight': 'output.dense.weight',
+  'mlp.fc2.bias': 'output.dense.bias',
+}
+# How a transformers checkpoint stores the attention biases.
+BIAS_HUB = 'q_bias/v_bias'  # transformers 4.x, the hub's uploads: the official parameters
+BIAS_LINEAR = 'query/key/value.bias'  # transformers >= 5: a bias on each of the three Linears
+BIAS_NONE = 'none'  # qkv_bias=false
 
 
 def videomae_key(path: tuple[str, ...]) -> str:
@@ -117,16 +197,163 @@ def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
   return tree
 
 
+def is_transformers_state_dict(state: Mapping[str, Any]) -> bool:
+  """Whether a state dict has transformers' VideoMAE key names (`videomae.embeddings...`)."""
+  return any(str(k).startswith(TRANSFORMERS_PREFIX) for k in state)
+
+
+def _bias_format(state: Mapping[str, Any], qkv_bias: bool | None) -> str:
+  if qkv_bias is False:
+    return BIAS_NONE  # any attention bias in the file is then an unexpected key
+  if any(k.endswith((f'{_HF_SELF_ATTN}.q_bias', f'{_HF_SELF_ATTN}.v_bias')) for k in state):
+    return BIAS_HUB
+  names = ('query', 'key', 'value')
+  if any(k.endswith(tuple(f'{_HF_SELF_ATTN}.{n}.bias' for n in names)) for k in state):
+    return BIAS_LINEAR
+  return BIAS_HUB if qkv_bias else BIAS_NONE  # config.json says qkv_bias: the hub's names
+
+
+def _transformers_keys(official: str, bias_format: str) -> dict[str, str]:
+  """Official key -> {role: transformers key} of the tensors it is made from."""
+  if official in _HF_TOP:
+    return {'': _HF_TOP[official]}
+  _, index, rest = official.split('.', 2)  # 'blocks', i, 'attn.qkv.weight'
+  layer = f'videomae.encoder.layer.{index}'
+  attn = f'{layer}.{_HF_SELF_ATTN}'
+  if rest == 'attn.qkv.weight':
+    return {n: f'{attn}.{n}.weight' for n in ('query', 'key', 'value')}
+  if rest in ('attn.q_bias', 'attn.v_bias'):
+    if bias_format == BIAS_NONE:
+      return {}
+    if bias_format == BIAS_HUB:
+      return {'': f'{attn}.{rest[len("attn.") :]}'}
+    if rest == 'attn.q_bias':
+      return {'': f'{attn}.query.bias'}
+    return {'': f'{attn}.value.bias', 'key': f'{attn}.key.bias'}
+  return {'': f'{layer}.{_HF_BLOCK[rest]}'}
+
+
+def official_from_transformers(
+  state: Mapping[str, np.ndarray],
+  config_or_kwargs: Mapping[str, Any] | videomae.VideoMAE,
+  source: str = '<mapping>',
+  qkv_bias: bool | None = None,
+) -> dict[str, np.ndarray]:
+  """A transformers VideoMAEForVideoClassification state dict under the official key names.
+
+  q, k and v are concatenated (in that order) into `qkv.weight`; `q_bias`/`v_bias` (or, from
+  transformers >= 5, query.bias/value.bias; key.bias is dropped, see the module docstring) become
+  the official biases, zeros when the checkpoint has none (qkv_bias=false).
+
+  Args:
+    state: the transformers state dict.
+    config_or_kwargs: the model's sizes (as for `from_state_dict`).
+    source: name for errors.
+    qkv_bias: config.json's `qkv_bias`, or None to tell from the keys.
+
+  Raises:
+    ValueError: listing every missing, unexpected and mis-shaped transformers key.
+  """
+  bias_format = _bias_format(state, qkv_bias)
+  official_shapes = expected_state_dict_shapes(config_or_kwargs)
+  expected: dict[str, tuple[int, ...]] = {}
+  for key, shape in official_shapes.items():
+    for hf_key in _transformers_keys(key, bias_format).values():
+      # q, k and v weights are (D, D) thirds of qkv's (3D, D); key.bias has v_bias's shape.
+      expected[hf_key] = (shape[1], shape[1]) if key.endswith('qkv.weight') else tuple(shape)
+  common.check_keys(state, expected, source)
+  out = {}
+  for key, shape in official_shapes.items():
+    parts = _transformers_keys(key, bias_format)
+    if key.endswith('qkv.weight'):
+      out[key] = np.concatenate([state[parts[n]] for n in ('query', 'key', 'value')], axis=0)
+    elif '' in parts:
+      out[key] = np.asarray(state[parts['']])
+    else:  # an attention bias of a checkpoint without any (qkv_bias=false)
+      out[key] = np.zeros(shape, np.float32)
+  return out
+
+
+def _config_value(hf_config: Mapping[str, Any], field: str) -> Any:
+  if field == 'num_labels' and isinstance(hf_config.get('id2label'), Mapping):
+    return len(hf_config['id2label'])
+  return hf_config.get(field, TRANSFORMERS_DEFAULTS[field])
+
+
+def _square(value: Any) -> Any:
+  if isinstance(value, list | tuple) and len(value) == 2 and value[0] == value[1]:
+    return value[0]
+  return value
+
+
+def check_transformers_config(
+  hf_config: Mapping[str, Any],
+  config_or_kwargs: Mapping[str, Any] | videomae.VideoMAE,
+  source: str,
+) -> None:
+  """Raises one ValueError naming every config.json field that differs from the model config.
+
+  Args:
+    hf_config: the checkpoint's config.json (a transformers VideoMAEConfig).
+    config_or_kwargs: the model config (`offline.videomae`, a mapping of its fields, or a module).
+    source: the config.json's path, for the error.
+  """
+  model = _model(config_or_kwargs)
+  model_type = hf_config.get('model_type', 'videomae')
+  if model_type != 'videomae':
+    raise ValueError(f'{source}: model_type={model_type!r}, not a transformers VideoMAE config')
+  pairs = (
+    ('hidden_size', 'hidden_size', model.hidden_size),
+    ('num_hidden_layers', 'depth', model.depth),
+    ('num_attention_heads', 'num_heads', model.num_heads),
+    ('intermediate_size', 'hidden_size * mlp_ratio', int(model.hidden_size * model.mlp_ratio)),
+    ('tubelet_size', 'tubelet_size', model.tubelet_size),
+    ('patch_size', 'patch_size', model.patch_size),
+    ('num_frames', 'num_frames', model.num_frames),
+    ('image_size', 'image_size', model.image_size),
+    ('num_labels (id2label)', 'num_classes', model.num_classes),
+  )
+  problems = []
+  for hf_field, field, want in pairs:
+    got = _square(_config_value(hf_config, hf_field.split(' ')[0]))
+    if got != want:
+      problems.append(f'{hf_field}={got!r} but offline.videomae.{field} = {want!r}')
+  unsupported = (
+    ('num_channels', 3, 'RGB clips'),
+    ('hidden_act', 'gelu', "the official model's exact GELU"),
+    ('use_mean_pooling', True, 'mean pooling + fc_norm (no class token)'),
+  )
+  for hf_field, want, what in unsupported:
+    got = _config_value(hf_config, hf_field)
+    if got != want:
+      problems.append(f'{hf_field}={got!r}: the offline model has only {what} ({want!r})')
+  if problems:
+    raise ValueError(
+      f'{source} does not match the VideoMAE config (offline.videomae):\n  ' + '\n  '.join(problems)
+    )
+  eps = _config_value(hf_config, 'layer_norm_eps')
+  if eps != 1e-6:
+    logging.info(
+      '%s: layer_norm_eps=%g; the offline model uses the official VideoMAE value 1e-6', source, eps
+    )
+
+
 def from_state_dict(
   state: Mapping[str, np.ndarray],
   config_or_kwargs: Mapping[str, Any] | videomae.VideoMAE,
   source: str = '<mapping>',
 ) -> Params:
-  """Official state dict -> VideoMAE parameters (strict: every key, no extra, right shapes).
+  """Official or transformers state dict -> VideoMAE parameters (strict: every key, right shapes).
+
+  A state dict with transformers' key names (`is_transformers_state_dict`) is renamed first
+  (`official_from_transformers`, biases told from its keys); `load_videomae` also checks its
+  config.json.
 
   Raises:
     ValueError: listing every missing, unexpected and mis-shaped key.
   """
+  if is_transformers_state_dict(state):
+    state = official_from_transformers(state, config_or_kwargs, source)
   shapes = param_shapes(config_or_kwargs)
   expected = {
     videomae_key(p): to_torch_layout(p, np.empty(s, np.float32)).shape for p, s in shapes.items()
@@ -153,11 +380,13 @@ def load_videomae(
   source: str | os.PathLike | Mapping[str, Any],
   config_or_kwargs: Mapping[str, Any] | videomae.VideoMAE,
 ) -> dict[str, Params]:
-  """Loads an official VideoMAE fine-tuned checkpoint.
+  """Loads a VideoMAE fine-tuned checkpoint: the official release's or a transformers one.
 
   Args:
-    source: a `.pth` file (the state dict under `model` or `module`, read weights-only; torch
-      needed), an `.npz` file of the state-dict keys, or a mapping of those keys to arrays.
+    source: an official `.pth` file (the state dict under `model` or `module`, read weights-only;
+      torch needed) or `.npz`/`.safetensors` of its keys; a transformers checkpoint directory
+      (`config.json` + `model.safetensors`, sharded or not, or `pytorch_model.bin`) or its weight
+      file (the `config.json` beside it is checked too); or a mapping of either's keys to arrays.
     config_or_kwargs: the model's sizes: `config.offline.videomae`, a mapping of
       glitr_jax.models.videomae.CONFIG_FIELDS (missing ones take ViT-B/16 defaults), or a
       VideoMAE module.
@@ -166,10 +395,21 @@ def load_videomae(
     {'params': VideoMAE parameters}, float32, for `VideoMAE.apply`.
 
   Raises:
-    FileNotFoundError: the file does not exist.
-    ValueError: the file is not a weights-only checkpoint, or its keys do not match the config
-      (every missing, unexpected and mis-shaped key is listed).
+    FileNotFoundError: the file does not exist, or a directory holds no weights.
+    ValueError: the file is not a weights-only checkpoint, holds non-finite weights (named), its
+      config.json's sizes differ from the config (every difference named), or its keys do not match
+      the config (every missing, unexpected and mis-shaped key is listed).
   """
   name = '<mapping>' if isinstance(source, Mapping) else os.fspath(source)
   state = common.read_state_dict(source)
+  if is_transformers_state_dict(state):
+    hf_config = common.read_hub_config(source)
+    qkv_bias = None
+    if hf_config is not None:
+      folder = name if os.path.isdir(name) else os.path.dirname(name)
+      check_transformers_config(
+        hf_config, config_or_kwargs, os.path.join(folder, common.HUB_CONFIG_FILE)
+      )
+      qkv_bias = bool(_config_value(hf_config, 'qkv_bias'))
+    state = official_from_transformers(state, config_or_kwargs, name, qkv_bias)
   return {'params': from_state_dict(state, config_or_kwargs, name)}
