@@ -181,7 +181,6 @@ def measure(t: int) -> dict:
 
 def main(argv):
   del argv
-  machine.configure_host()
   rows = [measure(int(t)) for t in _FRAMES.value]
   out = {
     'rows': rows,

@@ -1,25 +1,45 @@
 """What every benchmark reports about the machine it ran on (merged into its JSON output)."""
 
 import os
+import platform
 
 import jax
 
-from glitr_jax import host_memory
+# Allocators a process may have preloaded (LD_PRELOAD) in place of glibc's malloc.
+_MALLOC_LIBRARIES = ('tcmalloc', 'jemalloc', 'mimalloc')
 
 
-def configure_host() -> None:
-  """--host_malloc as main.py applies it: first thing in a benchmark's main(), before JAX runs."""
-  host_memory.configure(host_memory.HOST_MALLOC.value)
+def malloc_library() -> str:
+  """The malloc this process runs on: an allocator LD_PRELOAD named and mapped, else 'glibc'."""
+  with open('/proc/self/maps') as f:
+    mapped = {os.path.basename(line.split()[-1]) for line in f if '/' in line}
+  for path in os.environ.get('LD_PRELOAD', '').replace(':', ' ').split():
+    name = os.path.basename(path)
+    library = next((lib for lib in _MALLOC_LIBRARIES if lib in name), None)
+    if library and name in mapped:
+      return library
+  return 'glibc'
 
 
 def machine_info() -> dict:
   """CPUs, JAX's backend and devices, XLA flags, the allocator, the 1-minute load average."""
   return {
     'cpus': len(os.sched_getaffinity(0)),
+    'cpu_model': _cpu_model(),
     'backend': jax.default_backend(),
     'devices': [d.device_kind for d in jax.devices()],
     'xla_flags': os.environ.get('XLA_FLAGS', ''),
-    'host_malloc': host_memory.HOST_MALLOC.value,
-    'malloc_library': host_memory.malloc_library(),  # e.g. tcmalloc when LD_PRELOADed
+    'malloc_library': malloc_library(),  # e.g. tcmalloc when LD_PRELOADed
     'load_avg_1min_at_end': os.getloadavg()[0],
   }
+
+
+def _cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()

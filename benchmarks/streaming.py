@@ -133,7 +133,6 @@ def _time_loop(agent, frames_bhwc: np.ndarray, steps: int, warmup: int) -> list[
 
 def main(argv):
   del argv
-  machine.configure_host()
   model_config = _model_config()
   variables = {'params': _random_params(model_config)}
   b, s = _BATCH.value, _IMAGE_SIZE.value

@@ -21,9 +21,10 @@ compiles it once ahead of time (the executable runs every step), runs `--warmup`
   peak_memory_mib       the process's peak resident memory (getrusage maxrss: compilation,
                         parameters, optimiser state and the step's buffers)
   page_faults_per_step  median minor page faults of a timed step: memory the kernel mapped (and
-                        zeroed) anew for it: about 580,000 (teacher) with glibc's defaults, near 0
-                        with --host_malloc=retain (glitr_jax/host_memory.py) or tcmalloc preloaded
-                        (`malloc_library` names the allocator)
+                        zeroed) anew for it: XLA allocates the step's temporaries in one block
+                        per call, which glibc's malloc maps anew each time (about 580,000 faults
+                        for the teacher), a preloaded tcmalloc keeps (near 0; `malloc_library`
+                        names the allocator)
   system_s_per_step     median kernel CPU time of a step (mostly those faults)
   plus the configuration, the per-step times, the load average, and the analytic breakdown.
 
@@ -50,7 +51,6 @@ teacher step at T = 8 is 500 GFLOP.
   taskset -c 0,1 python benchmarks/train_step.py --stage=student --batch=2 --frames=16 --glimpse=96
   taskset -c 0,1 python benchmarks/train_step.py --stage=teacher --batch=2 --frames=8 --glimpse=96
   python benchmarks/train_step.py --stage=student --frames=16 --remat   # rematerialised Tf blocks
-  python benchmarks/train_step.py --stage=teacher --host_malloc=retain  # keep freed host memory
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/train_step.py
 """
 
@@ -234,7 +234,6 @@ def build(stage: str, b: int, t: int):
 
 def main(argv):
   del argv
-  machine.configure_host()
   stage, b, t = _STAGE.value, _BATCH.value, _FRAMES.value
   c, step, state, batch, frozen = build(stage, b, t)
   compiled = step.lower(state, batch, frozen).compile()
