@@ -12,6 +12,7 @@ config, so repeated calls with the same config and shapes do not recompile.
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -22,30 +23,47 @@ from glitr_jax.models import glitr
 Variables = Any
 
 
-def _config_key(model_config: ml_collections.ConfigDict) -> str:
+def config_key(model_config: ml_collections.ConfigDict) -> str:
+  """A hashable key of a model config: its fields as sorted JSON."""
   return json.dumps(model_config.to_dict(), sort_keys=True)
 
 
 @functools.lru_cache(maxsize=32)
-def _model(config_key: str) -> glitr.GliTr:
-  return glitr.GliTr.from_config(ml_collections.ConfigDict(json.loads(config_key)))
+def _model(key: str) -> glitr.GliTr:
+  return glitr.GliTr.from_config(ml_collections.ConfigDict(json.loads(key)))
 
 
 def model_for(model_config: ml_collections.ConfigDict) -> glitr.GliTr:
   """The (cached) GliTr built from a model config."""
-  return _model(_config_key(model_config))
+  return _model(config_key(model_config))
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled(config_key: str, kind: str):
-  model = _model(config_key)
-  if kind == 'student':
-    fn = lambda params, frames: model.student_forward(params, frames)
-  elif kind == 'student_at':
-    fn = lambda params, frames, locs: model.student_forward(params, frames, locations=locs)
-  else:
-    fn = lambda params, frames: model.teacher_forward(params, frames)
-  return jax.jit(fn)
+@functools.lru_cache(maxsize=64)
+def _compiled(key: str, build: Callable[[glitr.GliTr], Any]) -> Any:
+  return build(_model(key))
+
+
+def compiled(model_config: ml_collections.ConfigDict, build: Callable[[glitr.GliTr], Any]) -> Any:
+  """What `build(model)` returns (jitted functions), built once per model config and builder.
+
+  The one cache of compiled functions keyed by config (this module's forwards, the streaming
+  agent's init and step): `build` must be a module-level function, so that its identity is
+  stable, and it should jit what it returns; parameters stay arguments of those functions, so
+  new weights reuse the compiled code.
+  """
+  return _compiled(config_key(model_config), build)
+
+
+def _student(model: glitr.GliTr):
+  return jax.jit(lambda params, frames: model.student_forward(params, frames))
+
+
+def _student_at(model: glitr.GliTr):
+  return jax.jit(lambda params, frames, locs: model.student_forward(params, frames, locations=locs))
+
+
+def _teacher(model: glitr.GliTr):
+  return jax.jit(lambda params, frames: model.teacher_forward(params, frames))
 
 
 def _params(variables: Variables) -> Any:
@@ -71,10 +89,9 @@ def student_forward(
   Returns:
     dict with logits (B, T, C), locations (B, T, 2), features (B, T, D).
   """
-  key = _config_key(model_config)
   if locations is None:
-    return _compiled(key, 'student')(_params(variables), frames)
-  return _compiled(key, 'student_at')(_params(variables), frames, locations)
+    return compiled(model_config, _student)(_params(variables), frames)
+  return compiled(model_config, _student_at)(_params(variables), frames, locations)
 
 
 def teacher_forward(
@@ -86,4 +103,4 @@ def teacher_forward(
     dict with logits (B, T, C), locations (B, T, 2) (init_loc, then Tl's predictions 2..T),
     features (B, T, D) (full-frame features).
   """
-  return _compiled(_config_key(model_config), 'teacher')(_params(variables), frames)
+  return compiled(model_config, _teacher)(_params(variables), frames)

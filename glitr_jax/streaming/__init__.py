@@ -11,7 +11,7 @@ Command line: `python -m glitr_jax.streaming --workdir=DIR --video=FILE [--gamma
 glitr_jax/streaming/cli.py).
 """
 
-from glitr_jax.export_runtime import NumFramesExceededError, Prediction, StreamingAgent
+from glitr_jax.agent_host import NumFramesExceededError, Prediction, StreamingAgent
 from glitr_jax.streaming.agent import AgentState, GlimpseAgent, agent_step, init_state
 from glitr_jax.streaming.camera import (
   ArrayCamera,

@@ -4,7 +4,7 @@ The device side is two pure functions of (params, state): `init_state` and `agen
 is `GliTr.glimpse_step` (Tf on the glimpse, then Tc's and Tl's cached steps, DESIGN.md section 1)
 plus the early-exit bookkeeping, so one jit-compiled call per glimpse runs the whole model for B
 independent streams. The host side (input checks, step count, the threshold) is
-`glitr_jax.export_runtime.StreamingAgent`, shared with the exported runtime.
+`glitr_jax.agent_host.StreamingAgent`, shared with the exported runtime.
 
 Streams that are done. A stream is done from the first step whose max softmax probability exceeds
 gamma (DESIGN.md section 5, early exit), and at the num_frames-th step. Its prediction then
@@ -15,7 +15,6 @@ which costs nothing extra (the batch is computed anyway) and never reaches their
 """
 
 import functools
-import json
 from typing import Any
 
 import flax
@@ -23,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from glitr_jax import export_runtime, inference
-from glitr_jax.export_runtime import Prediction
+from glitr_jax import agent_host, inference
+from glitr_jax.agent_host import Prediction
 from glitr_jax.models import glitr
 
 Params = Any
@@ -116,30 +115,18 @@ def agent_step(
   return new_state, prediction
 
 
-def config_key(model_config: ml_collections.ConfigDict) -> str:
-  """A hashable key of a model config (the compiled functions are cached per config)."""
-  return json.dumps(model_config.to_dict(), sort_keys=True)
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled(key: str):
-  """The jit-compiled (init, step) pair of one model config, shared by all its agents.
+def _agent_functions(model: glitr.GliTr):
+  """The jit-compiled (init, step) pair of one model, shared by all its agents.
 
   Each compiles once per batch size; the parameters and gamma are arguments, so new weights or
   thresholds reuse the compiled code. The step donates the state (argument 1).
   """
-  model = inference.model_for(ml_collections.ConfigDict(json.loads(key)))
   init = jax.jit(lambda params, ids_b: init_state(model, params, ids_b.shape[0]))
   step = jax.jit(functools.partial(agent_step, model), donate_argnums=1)
   return init, step
 
 
-def compiled_step(model_config: ml_collections.ConfigDict):
-  """The jitted `agent_step` for a config: (params, state, glimpses, gamma) -> (state, pred)."""
-  return _compiled(config_key(model_config))[1]
-
-
-class GlimpseAgent(export_runtime.StreamingAgent):
+class GlimpseAgent(agent_host.StreamingAgent):
   """GliTr for B camera streams, one glimpse at a time.
 
       agent = GlimpseAgent(variables, model_config, batch_size=2, gamma=0.9)
@@ -175,7 +162,7 @@ class GlimpseAgent(export_runtime.StreamingAgent):
       )
     self.model_config = model_config
     self.model = inference.model_for(model_config)
-    init, step = _compiled(config_key(model_config))
+    init, step = inference.compiled(model_config, _agent_functions)
     super().__init__(
       init,
       step,

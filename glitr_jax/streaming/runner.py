@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from glitr_jax.export_runtime import Prediction, StreamingAgent
+from glitr_jax.agent_host import Prediction, StreamingAgent
 from glitr_jax.streaming.camera import Camera
 
 # (step index, prediction as numpy, locations (B, 2) of this step's glimpses, glimpses
