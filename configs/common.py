@@ -167,6 +167,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.mesh.data = -1  # size of the data axis (-1 = every device)
   c.mesh.param_sharding = 'replicated'  # room for FSDP-style sharding later
 
+  # --- Optional Weights & Biases logging beside TensorBoard (glitr_jax.train.wandb_writer). ---
+  c.wandb = ml_collections.ConfigDict()
+  c.wandb.project = ''  # '' = off; else the wandb project (the run id is kept in the workdir)
+  c.wandb.entity = ''
+  c.wandb.name = ''  # '' = wandb's default run name
+  c.wandb.tags = ()
+
   # --- Checkpoints (orbax). ---
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep = 3

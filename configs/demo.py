@@ -24,8 +24,12 @@ student's Tl is in effect held (a thousandth of the rate of its Tf and Tc): the 
 the teacher's Tl run on the student's own glimpse features, which the spatial term pulls towards
 the teacher's full-frame features that Tl was trained on.
 
-Any field can be overridden (`--config.seed=1`, `--config.pipeline.student.num_train_steps=900`,
-`--config.data.synthetic.num_distractors=2`, ...). README.md gives the measured results.
+Shared fields are overridden at the top (`--config.seed=1`, `--config.model.glimpse_patches=4`,
+`--config.data.synthetic.num_distractors=2`), a stage's own fields (run length, optim, loss) in
+its section (`--config.pipeline.teacher.num_train_steps=10`,
+`--config.pipeline.student.optim.lr_tl=2e-3`); each field has one home, so every override takes
+effect (glitr_jax.pipeline), and each stage's config.json records what it ran. README.md gives
+the measured results.
 """
 
 from configs import common
@@ -76,7 +80,6 @@ def get_config(arg=None):
   s.texture = 0.08
 
   c.batch_size = 32
-  c.num_epochs = 0.0
   c.log_every_steps = 25
   c.checkpoint_every_steps = 200
   c.eval_every_steps = 0
@@ -88,36 +91,40 @@ def get_config(arg=None):
   c.eval.num_pictures = 4
 
   # Learning rates are per 128 videos (optim.peak_lr): x 32 / 128 at batch 32.
+  teacher_optim = c.optim.copy_and_resolve_references()
+  teacher_optim.update(
+    dict(
+      lr_tf=8e-3,
+      lr_tc=8e-3,
+      lr_tl=8e-3,
+      min_lr_tf=4e-5,
+      min_lr_tc=4e-5,
+      min_lr_tl=4e-5,
+      warmup_epochs_tl=1.0,  # 125 steps: 4,000 videos / 32
+    )
+  )
+  teacher_loss = c.loss.copy_and_resolve_references()
+  teacher_loss.update(dict(ce=1.0, spatial=1.0, temporal=1.0, dist=0.0))
+  # The student's Tl at a thousandth of Tf's and Tc's rate, in effect held: the student's
+  # policy is the teacher's Tl run on the student's glimpse features. Tl was trained on the
+  # teacher's full-frame features, and the spatial term pulls the glimpse features towards
+  # those, so the spatiotemporal student learns where to look by learning what to see; the
+  # CE-only student's glimpses move only as a side effect of CE on its features or through
+  # the crop's gradient, which reaches a few pixels round the target (README.md; with Tl
+  # free, the students' policies move away from the teacher's, whose locations then stop
+  # being an upper bound).
+  student_optim = c.optim.copy_and_resolve_references()
+  student_optim.update(
+    dict(lr_tf=2e-3, lr_tc=2e-3, lr_tl=2e-6, min_lr_tf=2e-5, min_lr_tc=2e-5, min_lr_tl=2e-8)
+  )
+  student_loss = c.loss.copy_and_resolve_references()
+  student_loss.update(dict(ce=1.0, spatial=1.0, temporal=1.0))
+  for field in pipeline.PER_STAGE:  # each stage's own (one home per field)
+    del c[field]
   c.pipeline = dict(
     stages=STAGES[args.stage],
-    teacher=dict(
-      num_train_steps=300,
-      optim=dict(
-        lr_tf=8e-3,
-        lr_tc=8e-3,
-        lr_tl=8e-3,
-        min_lr_tf=4e-5,
-        min_lr_tc=4e-5,
-        min_lr_tl=4e-5,
-        warmup_epochs_tl=1.0,  # 125 steps: 4,000 videos / 32
-      ),
-      loss=dict(ce=1.0, spatial=1.0, temporal=1.0, dist=0.0),
-    ),
-    student=dict(
-      num_train_steps=600,
-      # The student's Tl at a thousandth of Tf's and Tc's rate, in effect held: the student's
-      # policy is the teacher's Tl run on the student's glimpse features. Tl was trained on the
-      # teacher's full-frame features, and the spatial term pulls the glimpse features towards
-      # those, so the spatiotemporal student learns where to look by learning what to see; the
-      # CE-only student's glimpses move only as a side effect of CE on its features or through
-      # the crop's gradient, which reaches a few pixels round the target (README.md; with Tl
-      # free, the students' policies move away from the teacher's, whose locations then stop
-      # being an upper bound).
-      optim=dict(
-        lr_tf=2e-3, lr_tc=2e-3, lr_tl=2e-6, min_lr_tf=2e-5, min_lr_tc=2e-5, min_lr_tl=2e-8
-      ),
-      loss=dict(ce=1.0, spatial=1.0, temporal=1.0),
-    ),
+    teacher=dict(num_train_steps=300, num_epochs=0.0, optim=teacher_optim, loss=teacher_loss),
+    student=dict(num_train_steps=600, num_epochs=0.0, optim=student_optim, loss=student_loss),
     baseline=dict(loss=dict(zip(('spatial', 'temporal'), common.VARIANTS['baseline']))),
   )
   return c

@@ -4,12 +4,19 @@ r"""Several stages in one command: train the teacher, the student from it, evalu
     python main.py --config=configs/demo.py:student --workdir=DIR    # one stage
     python main.py --config=configs/demo.py:baseline --workdir=DIR   # the CE-only student + eval
 
-A pipeline config (`stage='pipeline'`; configs/demo.py) is an ordinary experiment config (model,
-data, eval, seed, batch size, ...) plus a `pipeline` section:
+A pipeline config (`stage='pipeline'`; configs/demo.py) is an experiment config whose top level
+holds what every stage shares (model, data, eval, seed, batch size, ...) and whose `pipeline`
+section holds what differs per stage:
   pipeline.stages    the stages to run, in order (names from STAGES)
-  pipeline.teacher   nested overrides that turn the shared fields into the teacher's config
+  pipeline.teacher   the teacher's own fields: PER_STAGE (run length, optim, loss)
   pipeline.student   the same for the student (and its evaluation)
-  pipeline.baseline  overrides applied on top of the student's for the CE-only baseline
+  pipeline.baseline  replaces some of the student's fields for the CE-only baseline
+A field lives in one place only: the shared part has none of PER_STAGE, and a stage section may
+only add fields the shared part lacks (`stage_config` refuses an overlap). So every
+`--config.x=y` reaches the stages that use x: `--config.seed=1` all of them,
+`--config.pipeline.teacher.num_train_steps=10` the teacher; a field the config lacks is refused
+by the command line itself. The students' `teacher_checkpoint` and the evaluations'
+`eval_checkpoint` are the pipeline's own folders.
 
 Each stage has its own folder in the workdir:
   DIR/teacher/         teacher training (`stage='teacher'`)
@@ -19,8 +26,10 @@ Each stage has its own folder in the workdir:
   DIR/baseline/eval/   its evaluation
 A finished stage is skipped: training whose newest checkpoint is its last step, an evaluation whose
 report.json is of the checkpoint it would evaluate. An interrupted training stage resumes (the
-trainer restores its newest checkpoint). A stage whose inputs are not finished (the student
-without a trained teacher, say) stops with an error naming the stage to run first.
+trainer restores its newest checkpoint); a preempted one stops the pipeline (`loop.Preempted`),
+and the same command resumes it. A stage whose inputs are not finished (the student without a
+trained teacher, say) stops with an error naming the stage to run first. The pipeline holds DIR's
+lock while it runs, and each training stage its own folder's.
 """
 
 import dataclasses
@@ -32,6 +41,11 @@ from typing import Any
 
 import ml_collections
 from absl import logging
+
+from glitr_jax import data as data_lib
+from glitr_jax import workdir as workdir_lib
+from glitr_jax.eval import run as eval_run
+from glitr_jax.train import checkpoints, loop
 
 PIPELINE = 'pipeline'
 TEACHER, STUDENT, EVALUATE = 'teacher', 'student', 'evaluate'
@@ -46,7 +60,16 @@ NEEDS = {
   BASELINE_EVALUATE: (TEACHER, BASELINE),
 }
 TRAINING = (TEACHER, STUDENT, BASELINE)
-EVAL_DIR = 'eval'  # = glitr_jax.eval.run.EVAL_DIR (not imported: it pulls in the whole evaluator)
+# Fields a pipeline sets per stage (in pipeline.<stage>), never in its shared part.
+PER_STAGE = (
+  'num_train_steps',
+  'num_epochs',
+  'optim',
+  'loss',
+  'teacher_checkpoint',
+  'eval_checkpoint',
+)
+EVAL_DIR = eval_run.EVAL_DIR
 REPORT = 'report.json'
 
 
@@ -96,27 +119,58 @@ def _check_name(name: str) -> str:
   return name
 
 
-def _override(config: ml_collections.ConfigDict, overrides: Mapping[str, Any], where: str) -> None:
-  """Sets nested fields of `config` from `overrides`; a field `config` lacks is an error."""
-  for key, value in overrides.items():
+def _add(config: ml_collections.ConfigDict, fields: Mapping[str, Any], where: str) -> None:
+  """Adds `fields` to `config`; a value `config` already has is an error (one home per field)."""
+  for key, value in fields.items():
     if key not in config:
-      raise ValueError(f'{where}.{key}: the config has no field {key!r}')
-    if isinstance(value, Mapping):
-      if not isinstance(config[key], ml_collections.ConfigDict):
-        raise ValueError(f'{where}.{key}: {key!r} is a value, not a section')
-      _override(config[key], value, f'{where}.{key}')
-    else:
       config[key] = value
+    elif isinstance(value, Mapping) and isinstance(config[key], ml_collections.ConfigDict):
+      _add(config[key], value, f'{where}.{key}')
+    else:
+      raise ValueError(
+        f'{where}.{key} is also set in the shared part of the pipeline config ({key!r}): a field '
+        f'lives in one place, so move it to every stage section or drop it from {where}'
+      )
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any], where: str) -> dict[str, Any]:
+  """`base` with `over`'s values replacing its own (the baseline over the student's section)."""
+  out = dict(base)
+  for key, value in over.items():
+    if key not in out:
+      raise ValueError(f'{where}.{key}: the student section has no field {key!r} to replace')
+    out[key] = _merge(out[key], value, f'{where}.{key}') if isinstance(value, Mapping) else value
+  return out
+
+
+def _paths(tree: Mapping[str, Any], prefix: str = '') -> set[str]:
+  out = set()
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out |= _paths(value, f'{prefix}{key}.')
+    else:
+      out.add(prefix + key)
+  return out
+
+
+def _check_sections_match(section: ml_collections.ConfigDict) -> None:
+  """The teacher's and the student's sections set the same fields (a misspelt one stands out)."""
+  teacher, student = _paths(section.teacher.to_dict()), _paths(section.student.to_dict())
+  odd = [f'pipeline.teacher.{p}' for p in sorted(teacher - student)]
+  odd += [f'pipeline.student.{p}' for p in sorted(student - teacher)]
+  if odd:
+    raise ValueError(f'{odd}: the teacher and student sections must set the same fields')
 
 
 def stage_config(
   config: ml_collections.ConfigDict, name: str, root: str
 ) -> ml_collections.ConfigDict:
-  """The experiment config of one stage, derived from the pipeline config.
+  """The complete experiment config of one stage, derived from the pipeline config.
 
-  The shared fields, then `pipeline.teacher` (teacher) or `pipeline.student` (every other stage),
-  then `pipeline.baseline` (baseline stages); students read their teacher from root/teacher, and
-  evaluations name the checkpoint they evaluate. The `pipeline` section itself is dropped.
+  The shared fields plus `pipeline.teacher` (teacher) or `pipeline.student` (every other stage),
+  whose fields `pipeline.baseline` replaces for the baseline stages; students read their teacher
+  from root/teacher, and evaluations name the checkpoint they evaluate. The `pipeline` section
+  itself is dropped.
 
   Args:
     config: the pipeline config (`stage='pipeline'`).
@@ -128,22 +182,32 @@ def stage_config(
   """
   _check_name(name)
   out = config.copy_and_resolve_references()
+  _check_sections_match(config.pipeline)
   with out.unlocked():
     section = out.pipeline
     del out['pipeline']
-  if name == TEACHER:
-    _override(out, section.teacher.to_dict(), 'pipeline.teacher')
-    out.stage = TEACHER
-    return out
-  _override(out, section.student.to_dict(), 'pipeline.student')
-  if name in (BASELINE, BASELINE_EVALUATE):
-    _override(out, section.baseline.to_dict(), 'pipeline.baseline')
-  out.stage = STUDENT
-  out.teacher_checkpoint = stage_workdir(root, TEACHER)
-  if name == EVALUATE:
-    out.eval_checkpoint = stage_workdir(root, STUDENT)
-  elif name == BASELINE_EVALUATE:
-    out.eval_checkpoint = stage_workdir(root, BASELINE)
+    shared = [f for f in PER_STAGE if f in out]
+    if shared:
+      raise ValueError(
+        f'a pipeline config sets {shared} per stage (pipeline.<stage>.<field>), not in its shared '
+        'part'
+      )
+    if name == TEACHER:
+      _add(out, section.teacher.to_dict(), 'pipeline.teacher')
+      out.stage = TEACHER
+      out.teacher_checkpoint = ''
+      out.eval_checkpoint = ''
+      return out
+    fields = section.student.to_dict()
+    if name in (BASELINE, BASELINE_EVALUATE):
+      fields = _merge(fields, section.baseline.to_dict(), 'pipeline.baseline')
+    _add(out, fields, 'pipeline.student')
+    out.stage = STUDENT
+    out.teacher_checkpoint = stage_workdir(root, TEACHER)
+    out.eval_checkpoint = {
+      EVALUATE: stage_workdir(root, STUDENT),
+      BASELINE_EVALUATE: stage_workdir(root, BASELINE),
+    }.get(name, '')
   return out
 
 
@@ -171,8 +235,6 @@ def plan(config: ml_collections.ConfigDict, root: str, mode: str = 'train') -> l
 
 def latest_step(workdir: str) -> int | None:
   """The newest finished checkpoint step of a training workdir (None: no checkpoint yet)."""
-  from glitr_jax.train import checkpoints  # noqa: PLC0415 (orbax only when needed)
-
   try:
     _, step = checkpoints.resolve(workdir)
   except FileNotFoundError:
@@ -182,12 +244,8 @@ def latest_step(workdir: str) -> int | None:
 
 def total_steps(config: ml_collections.ConfigDict) -> int:
   """The number of steps a training config runs (`num_train_steps`, or epochs of its data)."""
-  from glitr_jax.train import loop  # noqa: PLC0415
-
   if config.num_train_steps > 0:
     return int(config.num_train_steps)
-  from glitr_jax import data as data_lib  # noqa: PLC0415 (TFDS only when epochs need it)
-
   info = data_lib.dataset_info(config.data)
   return loop.run_length(config, info.num_examples[config.data.train_split])[0]
 
@@ -239,12 +297,8 @@ def check_inputs(stage: Stage, root: str, config: ml_collections.ConfigDict) -> 
 def run_stage(stage: Stage) -> None:
   """Trains or evaluates one stage (the trainer resumes from the stage's newest checkpoint)."""
   if stage.is_training:
-    from glitr_jax.train import loop  # noqa: PLC0415
-
     loop.train_and_evaluate(stage.config, stage.workdir)
   else:
-    from glitr_jax.eval import run as eval_run  # noqa: PLC0415
-
     eval_run.evaluate(stage.config, stage.workdir)
 
 
@@ -269,8 +323,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train') ->
     The names of the stages that ran (not those skipped).
   """
   root = os.path.abspath(workdir)
-  os.makedirs(root, exist_ok=True)
-  stages = plan(config, root, mode)
+  stages = plan(config, root, mode)  # a config error stops here, before anything is written
+  with workdir_lib.locked(root):
+    return _run(config, root, stages)
+
+
+def _run(config: ml_collections.ConfigDict, root: str, stages: list[Stage]) -> list[str]:
   ran = []
   start = time.time()
   for i, stage in enumerate(stages, 1):

@@ -28,11 +28,11 @@ def make_mesh(
   devices = list(jax.devices() if devices is None else devices)
   size = len(devices)
   if mesh_config is not None:
-    if mesh_config.get('param_sharding', 'replicated') != 'replicated':
+    if mesh_config.param_sharding != 'replicated':
       raise ValueError(
         f"mesh.param_sharding={mesh_config.param_sharding!r}: only 'replicated' is implemented"
       )
-    wanted = mesh_config.get('data', -1)
+    wanted = mesh_config.data
     if wanted not in (-1, size):
       if wanted <= 0 or wanted > size:
         raise ValueError(f'mesh.data={wanted}: must be -1 or in 1..{size} (the device count)')

@@ -9,7 +9,8 @@
 # reads its own shard of the data; the global batch in the config is split over all GPUs of all
 # nodes. WORKDIR must be on a file system every node sees. Requeueing the job (or re-running the
 # same sbatch line) resumes from the newest checkpoint; SLURM's SIGTERM before a preemption makes
-# the run save and exit cleanly (`--signal=TERM@120` gives it two minutes).
+# the run save within a step and exit with status 75 (`--signal=TERM@120` gives it two minutes),
+# on which this script requeues the job so that it resumes.
 #
 #SBATCH --job-name=glitr-jax
 #SBATCH --ntasks-per-node=1
@@ -34,4 +35,11 @@ if [[ ! -x .venv/bin/python ]]; then
   exit 1
 fi
 mkdir -p "$workdir"
-srun --kill-on-bad-exit=1 .venv/bin/python main.py --config="$config" --workdir="$workdir" "$@"
+status=0
+srun --kill-on-bad-exit=1 .venv/bin/python main.py --config="$config" --workdir="$workdir" "$@" ||
+  status=$?
+if [[ $status -eq 75 ]]; then  # main.py: preempted, state saved
+  echo "preempted: requeueing job $SLURM_JOB_ID to resume" >&2
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"

@@ -144,7 +144,9 @@ def test_loss_falls_on_a_tiny_synthetic_set_and_metrics_are_logged(data_dir, tmp
   # A workdir from another config is an error that lists the differences, never a re-init.
   other = config.copy_and_resolve_references()
   other.model.hidden_size = 48
-  with pytest.raises(ValueError, match='different model config'):
+  with pytest.raises(
+    ValueError, match='(?s)another config.*model.hidden_size: recorded 32, given 48'
+  ):
     loop.train_and_evaluate(other, str(tmp_path))
 
 
@@ -241,21 +243,6 @@ def test_run_killed_after_a_checkpoint_resumes_bit_for_bit(data_dir, tmp_path):
   assert step_a == step_b == 30
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert final_metrics(killed) == final_metrics(straight)
-
-
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
-  flags = ['--config.num_train_steps=100000', '--config.checkpoint_every_steps=1000']
-  proc = subprocess.Popen(main_command(tmp_path, data_dir, *flags), env=subprocess_env(), cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-  metrics = tmp_path / 'metrics.jsonl'
-  while (not metrics.exists() or metrics.stat().st_size == 0) and proc.poll() is None:
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-3000:]
-  steps_saved = [int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()]
-  assert steps_saved and max(steps_saved) < 1000
-  assert 'Preempted at step' in err
 
 
 def test_two_processes_with_jax_distributed_match_one_process(data_dir, tmp_path):

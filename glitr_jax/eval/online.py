@@ -31,6 +31,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
+from glitr_jax import data as data_lib
 from glitr_jax import sharding
 from glitr_jax.eval import metrics
 from glitr_jax.eval import strategies as strategies_lib
@@ -112,12 +113,12 @@ def plan_from_config(
     strategies=strategies_lib.validate(
       names, 'eval.strategies' if strategies is None else 'strategies'
     ),
-    num_seeds=int(e.get('num_seeds', 1)),
-    seed=int(e.get('seed', 0)),
-    gammas=tuple(e.get('gammas', ())),
-    histogram_bins=int(e.get('histogram_bins', 0)) or default_histogram_bins(config.model),
-    teacher_at_glitr=bool(e.get('teacher_at_glitr', True)),
-    strategies_per_pass=int(e.get('strategies_per_pass', 0)),
+    num_seeds=int(e.num_seeds),
+    seed=int(e.seed),
+    gammas=tuple(e.gammas),
+    histogram_bins=int(e.histogram_bins) or default_histogram_bins(config.model),
+    teacher_at_glitr=bool(e.teacher_at_glitr),
+    strategies_per_pass=int(e.strategies_per_pass),
   )
 
 
@@ -387,21 +388,19 @@ class OnlineEvaluator:
 
   def default_strategies(self) -> tuple[str, ...]:
     """('teacher_full_frames',) for the teacher stage, else ('glitr',)."""
-    if self._config.get('stage', 'student') == 'teacher':
+    if self._config.stage == 'teacher':
       return (strategies_lib.TEACHER_FULL_FRAMES,)
     return (strategies_lib.GLITR,)
 
   def batches(self) -> Iterable[dict[str, np.ndarray]]:
     """This host's batches of `data.eval_split` (glitr_jax.data.create_eval_iterator)."""
-    from glitr_jax import data as data_lib  # noqa: PLC0415 (TFDS only when reading real data)
-
     c = self._config
     return data_lib.create_eval_iterator(
       c.data,
       batch_size=c.eval.batch_size,
       num_frames=c.model.num_frames,
       image_size=c.model.image_size,
-      max_examples=c.eval.get('max_examples', -1),
+      max_examples=c.eval.max_examples,
     )
 
   def step_fn(self, plan: EvalPlan) -> Callable:
@@ -504,9 +503,9 @@ class OnlineEvaluator:
     e = self._config.eval
     plan = EvalPlan(
       strategies=strategies_lib.validate(names, 'strategies'),
-      num_seeds=int(e.get('num_seeds', 1)),
-      seed=int(e.get('seed', 0)),
-      strategies_per_pass=int(e.get('strategies_per_pass', 0)),
+      num_seeds=int(e.num_seeds),
+      seed=int(e.seed),
+      strategies_per_pass=int(e.strategies_per_pass),
     )
     results = self.run(params, teacher_params, plan=plan, batches=batches)
     self.last_num_examples = results.num_examples

@@ -19,7 +19,9 @@ import jax
 import ml_collections
 from absl import logging
 
+from glitr_jax import data as data_lib
 from glitr_jax import sharding
+from glitr_jax import workdir as workdir_lib
 from glitr_jax.eval import online, report
 from glitr_jax.eval import strategies as strategies_lib
 from glitr_jax.models import glitr
@@ -30,8 +32,6 @@ EVAL_DIR = 'eval'
 
 def _class_names(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...] | None:
   """The evaluated dataset's class names (its metadata), else the workdir's class_names.json."""
-  from glitr_jax import data as data_lib  # noqa: PLC0415 (TFDS only when reading real data)
-
   trained = checkpoints.read_class_names(workdir)
   try:
     names = tuple(data_lib.dataset_info(config.data).class_names)
@@ -57,14 +57,14 @@ def _class_names(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, 
 def _load(config: ml_collections.ConfigDict, workdir: str, plan: online.EvalPlan):
   """(params, step, source, teacher params or None, plan without what has no teacher)."""
   source = config.eval_checkpoint or workdir
-  which = config.eval.get('checkpoint', 'latest')
+  which = config.eval.checkpoint
   if which not in ('latest', 'best'):
     raise ValueError(f"eval.checkpoint={which!r}: 'latest' or 'best'")
   params, step = checkpoints.load_params(source, config.model, which=which)
   logging.info('Evaluating %s (step %s)', source, step)
-  if config.get('stage', 'student') == 'teacher':
+  if config.stage == 'teacher':
     return params, step, source, params, plan
-  if config.get('teacher_checkpoint', ''):
+  if config.teacher_checkpoint:
     return params, step, source, init.load_teacher(config), plan
   if plan.needs_teacher:
     dropped = [s for s in plan.strategies if s in strategies_lib.NEEDS_TEACHER]
@@ -86,12 +86,22 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, batches=None) -
 
   Returns:
     The report (as written to report.json on process 0).
+
+  Raises:
+    WorkdirLockedError: another command is using `workdir`.
+    CorruptCheckpointError / RecordMismatchError: the checkpoint is damaged, or was trained with
+      other model fields than `config.model` (nothing is written).
   """
   workdir = os.path.abspath(workdir)
+  with workdir_lib.locked(workdir):
+    return _evaluate(config, workdir, batches)
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir: str, batches) -> dict[str, Any]:
   mesh = sharding.make_mesh(config.mesh)
   model = glitr.GliTr.from_config(config.model)
   names = list(config.eval.strategies)
-  if config.get('stage', 'student') == 'teacher' or config.get('teacher_checkpoint', ''):
+  if config.stage == 'teacher' or config.teacher_checkpoint:
     names.append(strategies_lib.TEACHER_FULL_FRAMES)
   plan = online.plan_from_config(config, strategies_lib.validate(tuple(dict.fromkeys(names))))
   params, step, source, teacher_params, plan = _load(config, workdir, plan)
@@ -123,11 +133,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, batches=None) -
     num_seeds=plan.num_seeds,
     extra={
       'checkpoint': os.path.abspath(source) if os.path.exists(source) else source,
-      'teacher_checkpoint': config.get('teacher_checkpoint', ''),
-      'stage': config.get('stage', 'student'),
+      'teacher_checkpoint': config.teacher_checkpoint,
+      'stage': config.stage,
       'dataset': config.data.name,
       'split': config.data.eval_split,
-      'max_examples': int(config.eval.get('max_examples', -1)),
+      'max_examples': int(config.eval.max_examples),
       'model': {
         'image_size': int(config.model.image_size),
         'glimpse_pixels': int(model.glimpse_pixels),

@@ -8,7 +8,9 @@ r"""Runs a trained GliTr student on video files as a small-field-of-view camera 
 After every glimpse it prints each stream's prediction and the pixels read; at the end it writes a
 GIF per video of what the model saw (the glimpses only, pasted where they were taken). Several
 --video flags run as one batch of streams (they advance together; the batch ends with the shortest
-video). --export writes the jax.export artifact that glitr_jax.export_runtime runs without Flax.
+video). A video whose frames are smaller than the model's input is refused (a camera that small
+cannot give the glimpses the model was trained on) unless --allow_upscale. --export writes the
+jax.export artifact that glitr_jax.export_runtime runs without Flax.
 """
 
 import json
@@ -16,15 +18,18 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import av
 import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
+from glitr_jax import convert
 from glitr_jax.streaming import render
 from glitr_jax.streaming.agent import GlimpseAgent
 from glitr_jax.streaming.camera import EVAL_CROP_FRACTION, VideoFileCamera
 from glitr_jax.streaming.export import DEFAULT_PLATFORMS, export_agent
 from glitr_jax.streaming.runner import StreamResult, run_stream
+from glitr_jax.train import checkpoints
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A training workdir holding a student (config + checkpoints).')
@@ -46,6 +51,9 @@ flags.DEFINE_float(
 )
 flags.DEFINE_string(
   'gif', None, "GIF of what was seen; default '<video name>.glimpses.gif' in the current dir."
+)
+flags.DEFINE_bool(
+  'allow_upscale', False, "Accept videos whose frames are smaller than the model's input."
 )
 flags.DEFINE_string('export', None, 'Write the exported streaming step to this directory.')
 flags.DEFINE_list('export_platforms', list(DEFAULT_PLATFORMS), 'Platforms the export runs on.')
@@ -85,9 +93,6 @@ def load_model(
   if (workdir is None) == (checkpoint is None):
     raise ValueError('give exactly one of --workdir or --checkpoint (with --model_config)')
   if workdir is not None:
-    # Imported here: the training stack (orbax, optax) is needed only for workdirs.
-    from glitr_jax.train import checkpoints  # noqa: PLC0415
-
     variables, config, class_names, step = checkpoints.load_student(workdir)
     logging.info('Loaded the student of %s (step %s)', workdir, step)
   else:
@@ -95,8 +100,6 @@ def load_model(
       raise ValueError(
         f'--checkpoint={checkpoint} needs --model_config (the model it was trained as)'
       )
-    from glitr_jax import convert  # noqa: PLC0415
-
     config = model_config.model if 'model' in model_config else model_config
     variables = convert.load_official(checkpoint, config)
     class_names = None
@@ -122,6 +125,32 @@ def gif_paths(videos: Sequence[str], gif: str | None) -> list[str]:
   if len(set(stems)) < len(stems):
     stems = [f'{stem}_{i}' for i, stem in enumerate(stems)]
   return [stem + '.glimpses.gif' for stem in stems]
+
+
+def check_frame_sizes(videos: Sequence[str], image_size: int, *, allow_upscale: bool) -> None:
+  """Refuses videos whose short side is below the model's frame side (unless allowed).
+
+  Raises:
+    ValueError: naming each such video, its size and the model's.
+  """
+  small = []
+  for path in videos:
+    try:
+      with av.open(path) as container:
+        stream = container.streams.video[0]
+        w, h = stream.codec_context.width, stream.codec_context.height
+    except (av.error.FFmpegError, OSError, IndexError):
+      continue  # VideoFileCamera names what is wrong with the file
+    if min(w, h) < image_size:
+      small.append(f'{path}: {w}x{h}')
+  if small and not allow_upscale:
+    raise ValueError(
+      f"frames smaller than the model's {image_size}x{image_size} input (they would be upscaled, "
+      f'which the model never saw in training): {"; ".join(small)}. Pass --allow_upscale to run '
+      'anyway.'
+    )
+  for video in small:
+    logging.warning("Upscaling %s to the model's %d px", video, image_size)
 
 
 def stream_videos(
@@ -204,6 +233,7 @@ def main(argv: Sequence[str]) -> None:
     )
     print(f'exported the streaming step ({", ".join(meta["platforms"])}) to {FLAGS.export}')
   if FLAGS.video:
+    check_frame_sizes(FLAGS.video, model_config.image_size, allow_upscale=FLAGS.allow_upscale)
     stream_videos(
       variables,
       model_config,

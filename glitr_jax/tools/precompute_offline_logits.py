@@ -30,6 +30,7 @@ import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from glitr_jax import data as data_lib
 from glitr_jax import offline, sharding
 
 FLAGS = flags.FLAGS
@@ -143,8 +144,6 @@ def precompute(
   Returns:
     The number of videos written.
   """
-  from glitr_jax import data as data_lib  # noqa: PLC0415 (TFDS and grain only for the CLI)
-
   model = offline.build_offline_model(config, teacher_clip=False)
   split = split or config.data.train_split
   batch_size = batch_size or config.eval.batch_size

@@ -9,12 +9,22 @@ Saving is asynchronous and atomic (orbax writes to a temporary directory and ren
 `checkpoint.keep` checkpoints are kept, plus the best by validation accuracy at t = T when
 `checkpoint.keep_best` (orbax's preservation policies).
 
+Every finished step also gets `checksums.json` (size and SHA-256 of each of its files), written
+by the process that saved it as soon as orbax has finalised the step. Whatever reads a step
+verifies it first: a corrupt or truncated step is named; resuming moves it to
+`workdir/corrupt_checkpoints/` (nothing is deleted) and falls back to the newest good step, while
+loading weights (evaluation, a student's teacher, streaming, export) refuses it.
+
 Weights can come from a workdir (its newest checkpoint, or the best with `which='best'`), a
-checkpoint step directory, or an official `.pth` / `.npz` file (glitr_jax.convert).
+checkpoint step directory, or an official `.pth` / `.npz` file (glitr_jax.convert). Weights read
+from a workdir are checked against the model fields its config.json recorded.
 """
 
+import hashlib
 import json
 import os
+import shutil
+import time
 from typing import Any
 
 import grain
@@ -23,12 +33,20 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from glitr_jax import convert
+from glitr_jax import workdir as workdir_lib
 from glitr_jax.models import glitr
 
 BEST_METRIC = 'accuracy_at_T'
+CHECKSUMS_FILE = 'checksums.json'
+QUARANTINE_DIR = 'corrupt_checkpoints'
+
+
+class CorruptCheckpointError(workdir_lib.WorkdirError):
+  """A checkpoint's files differ from the checksums recorded when it was saved."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -66,6 +84,93 @@ def _handlers() -> dict[str, Any]:
     'train': ocp.StandardCheckpointHandler(),
     'data': grain.checkpoint.CheckpointHandler(),
   }
+
+
+def _file_digest(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 22):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _step_files(step_dir: str) -> list[str]:
+  out = []
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      rel = os.path.relpath(os.path.join(root, name), step_dir)
+      if rel != CHECKSUMS_FILE:
+        out.append(rel)
+  return sorted(out)
+
+
+def write_checksums(step_dir: str) -> None:
+  """Records the size and SHA-256 of every file of a finished checkpoint step (atomically)."""
+  record = {
+    rel: {'size': os.path.getsize(os.path.join(step_dir, rel)), 'sha256': None}
+    for rel in _step_files(step_dir)
+  }
+  for rel in record:
+    record[rel]['sha256'] = _file_digest(os.path.join(step_dir, rel))
+  path = os.path.join(step_dir, CHECKSUMS_FILE)
+  with open(f'{path}.tmp', 'w') as f:
+    json.dump({'files': record}, f, indent=0, sort_keys=True)
+  os.replace(f'{path}.tmp', path)
+
+
+def verify_step(step_dir: str) -> bool:
+  """Checks a checkpoint step against its checksums.
+
+  Returns:
+    True when every recorded file is there with its size and digest; False when the step has no
+    checksums (written before they were recorded, or the run stopped while it was finalising).
+
+  Raises:
+    CorruptCheckpointError: naming the files that are missing, truncated or changed.
+  """
+  path = os.path.join(step_dir, CHECKSUMS_FILE)
+  if not os.path.exists(path):
+    return False
+  try:
+    with open(path) as f:
+      record = json.load(f)['files']
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise CorruptCheckpointError(f'{path} is unreadable ({e}): cannot verify {step_dir}') from None
+  bad = []
+  for rel, want in sorted(record.items()):
+    file = os.path.join(step_dir, rel)
+    if not os.path.isfile(file):
+      bad.append(f'{rel}: missing')
+    elif (size := os.path.getsize(file)) != want['size']:
+      bad.append(f'{rel}: {size} bytes, {want["size"]} when saved (truncated or rewritten)')
+    elif _file_digest(file) != want['sha256']:
+      bad.append(f'{rel}: contents changed since it was saved (SHA-256 differs)')
+  if bad:
+    raise CorruptCheckpointError(
+      f'checkpoint {step_dir} is corrupt:\n  '
+      + '\n  '.join(bad[:10])
+      + (f'\n  ... and {len(bad) - 10} more' if len(bad) > 10 else '')
+    )
+  return True
+
+
+def seal(manager: ocp.CheckpointManager, steps: list[int]) -> list[int]:
+  """Writes the checksums of `steps` once orbax has finished saving them.
+
+  Called after every training step with the steps saved but not yet sealed; it costs a flag
+  check while a save is in flight.
+
+  Returns:
+    The steps still waiting (all of them while a save is in progress, else none).
+  """
+  if not steps or manager.is_saving_in_progress():
+    return steps
+  if jax.process_index() == 0:
+    for step in steps:
+      step_dir = os.path.join(str(manager.directory), str(step))
+      if os.path.isdir(step_dir):  # a step the preservation policy removed needs nothing
+        write_checksums(step_dir)
+  return []
 
 
 def save(
@@ -164,6 +269,73 @@ def restore(
   return state
 
 
+def _all_finite(tree) -> bool:
+  leaves = [x for x in jax.tree.leaves(tree) if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)]
+  return all(bool(jax.numpy.isfinite(x).all()) for x in leaves)
+
+
+def quarantine(manager: ocp.CheckpointManager, step: int, why: str) -> str:
+  """Moves a bad step out of the checkpoints (to workdir/corrupt_checkpoints/), never deletes it.
+
+  Returns:
+    Where the step now lies.
+  """
+  step_dir = os.path.join(str(manager.directory), str(step))
+  dest_root = os.path.join(os.path.dirname(str(manager.directory)), QUARANTINE_DIR)
+  dest = os.path.join(dest_root, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+  if jax.process_index() == 0:
+    os.makedirs(dest_root, exist_ok=True)
+    shutil.move(step_dir, dest)
+    logging.error('%s\nMoved checkpoint %d to %s; falling back to an older one.', why, step, dest)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'glitr_quarantine_{step}')
+  manager.reload()
+  return dest
+
+
+def restore_newest_good(
+  manager: ocp.CheckpointManager, state_template, data_iterator, sharding=None
+) -> tuple[Any, int | None]:
+  """The newest checkpoint that verifies and restores, falling back past bad ones.
+
+  A step whose files differ from its checksums, whose unverified files cannot be read, or whose
+  restored values are not finite is moved aside (`quarantine`), and the next newest is tried.
+
+  Returns:
+    (state, step), or (state_template, None) when the workdir holds no good checkpoint.
+
+  Raises:
+    ValueError: a step was written by another model config (that is not damage: nothing moves).
+  """
+  for step in sorted(manager.all_steps(), reverse=True):
+    step_dir = os.path.join(str(manager.directory), str(step))
+    try:
+      verified = verify_step(step_dir)
+    except CorruptCheckpointError as e:
+      quarantine(manager, step, str(e))
+      continue
+    _check_shapes(state_template.params, _tree_metadata(manager, step, 'params'), step_dir)
+    try:
+      state = restore(manager, step, state_template, data_iterator, sharding)
+    except Exception as e:  # an unverified step's unreadable files: damage, not a bug of ours
+      if verified:
+        raise
+      quarantine(manager, step, f'checkpoint {step_dir} cannot be read: {e}')
+      continue
+    if not _all_finite((state.params, state.opt_state)):
+      quarantine(manager, step, f'checkpoint {step_dir} holds non-finite values')
+      continue
+    if not verified:
+      logging.warning(
+        'Checkpoint %s has no %s (saved before checksums were recorded, or the run stopped as '
+        'it finalised it): restored unverified',
+        step_dir,
+        CHECKSUMS_FILE,
+      )
+    return state, step
+  return state_template, None
+
+
 def best_step(manager: ocp.CheckpointManager) -> int | None:
   """The kept step with the highest validation accuracy at t = T, if any has one."""
   scored = []
@@ -222,28 +394,50 @@ def resolve(source: str, which: str = 'latest') -> tuple[str, int | None]:
   return os.path.join(ckpt_root, str(step)), step
 
 
+def record_beside(path: str) -> ml_collections.ConfigDict | None:
+  """The config.json of the workdir that `path` (a workdir or a checkpoint in it) lies in."""
+  for folder in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+    record = workdir_lib.read_record(folder)
+    if record is not None:
+      return record
+  return None
+
+
 def load_params(
   source: str, model_config: ml_collections.ConfigDict, which: str = 'latest'
 ) -> tuple[Any, int | None]:
   """GliTr parameters from a workdir, a checkpoint directory, or an official .pth/.npz file.
 
+  A checkpoint directory is verified against its checksums, and its workdir's recorded model
+  fields must equal `model_config`'s.
+
   Returns:
     (params, step); step is None for official files.
+
+  Raises:
+    CorruptCheckpointError: the checkpoint's files changed since they were saved.
+    RecordMismatchError: the workdir recorded another model.
   """
   path, step = resolve(source, which)
   if os.path.isfile(path):
     return convert.load_official(path, model_config)['params'], None
+  if not verify_step(path):
+    logging.warning('%s has no %s: loading it unverified', path, CHECKSUMS_FILE)
+  recorded = record_beside(path)
+  if recorded is not None and 'model' in recorded:
+    workdir_lib.check_model(recorded.model, model_config, where=source)
   logging.info('Loading parameters from %s', path)
   return _params_from_step_dir(path, model_config), step
 
 
 def read_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run wrote to its workdir (config.json)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: is {workdir} a glitr-jax workdir?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  record = workdir_lib.read_record(workdir)
+  if record is None:
+    raise FileNotFoundError(
+      f'{workdir_lib.record_path(workdir)} not found: is {workdir} a glitr-jax workdir?'
+    )
+  return record
 
 
 def load_student(workdir: str, which: str = 'latest'):
@@ -260,10 +454,11 @@ def load_student(workdir: str, which: str = 'latest'):
 def write_run_info(workdir: str, config: ml_collections.ConfigDict, class_names) -> None:
   """Writes the resolved config and the dataset's class names beside the checkpoints."""
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  with open(os.path.join(workdir, 'class_names.json'), 'w') as f:
+  workdir_lib.write_record(workdir, config)
+  path = os.path.join(workdir, 'class_names.json')
+  with open(f'{path}.tmp', 'w') as f:
     json.dump(list(class_names), f, indent=1)
+  os.replace(f'{path}.tmp', path)
 
 
 def read_class_names(workdir: str) -> tuple[str, ...] | None:

@@ -8,7 +8,6 @@ teacher   from scratch (DESIGN.md section 1: Tl a copy of Tc), then optionally T
 student   a copy of its teacher (`teacher_checkpoint`), which also stays frozen as the target.
 """
 
-import json
 import os
 from typing import Any
 
@@ -45,13 +44,10 @@ def source_model_config(
     if 'temporal_head.tmp_embed' in state:
       out.num_frames = int(state['temporal_head.tmp_embed'].shape[1])
     return out
-  candidates = [path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))]
-  for folder in candidates:
-    config_path = os.path.join(folder, 'config.json')
-    if os.path.exists(config_path):
-      with open(config_path) as f:
-        return ml_collections.ConfigDict(json.load(f)['model'])
-  raise FileNotFoundError(f'no config.json beside {source}: cannot tell its model config')
+  record = checkpoints.record_beside(path)
+  if record is None:
+    raise FileNotFoundError(f'no config.json beside {source}: cannot tell its model config')
+  return record.model
 
 
 def transfer(

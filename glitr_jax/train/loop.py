@@ -2,12 +2,15 @@
 
     python main.py --config=configs/ssv2_teacher.py --workdir=DIR
 
-trains the stage the config names. Running the same command again resumes from the newest
+trains the stage the config names. Running the same command again resumes from the newest good
 checkpoint in DIR (parameters, optimiser, step, RNG and the data iterator), so a resumed run
-continues exactly as an uninterrupted one would (bit for bit on CPU). SIGTERM (preemptible
-machines) saves a checkpoint and exits cleanly. Metrics go to TensorBoard (clu), to
-DIR/metrics.jsonl (one object per logged step) and to the console; a non-finite loss stops the
-run naming the step and the term, and the last good checkpoint stays intact.
+continues exactly as an uninterrupted one would (bit for bit on CPU). The run holds DIR's lock,
+refuses to resume with a config other than the one DIR recorded, and writes DIR/config.json only
+once it has restored or initialised its state (glitr_jax.workdir). SIGTERM (preemptible machines)
+is checked after every step: the run saves, waits for the save, and raises `Preempted` (main.py
+exits with EXIT_PREEMPTED). Metrics go to TensorBoard (clu), to DIR/metrics.jsonl (one object per
+logged step) and to the console; a non-finite loss stops the run naming the step and the term, and
+the last good checkpoint stays intact.
 """
 
 import json
@@ -25,16 +28,32 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from jax.experimental import multihost_utils
 
 from glitr_jax import data as data_lib
+from glitr_jax import offline as offline_lib
 from glitr_jax import optim, sharding
+from glitr_jax import workdir as workdir_lib
+from glitr_jax.data import config as data_config_lib
 from glitr_jax.eval import online
+from glitr_jax.models import config as model_config_lib
 from glitr_jax.models import glitr
-from glitr_jax.train import checkpoints, init, steps
+from glitr_jax.train import checkpoints, init, steps, wandb_writer
 
 METRICS_FILE = 'metrics.jsonl'
+# main.py's exit status after a preemption: EX_TEMPFAIL, "try again later" (sysexits.h).
+EXIT_PREEMPTED = 75
 
 
 class NonFiniteLossError(FloatingPointError):
   """A loss term became NaN or infinite."""
+
+
+class Preempted(Exception):  # noqa: N818 (an event, not an error)
+  """Training stopped on SIGTERM after saving its state; the same command resumes it."""
+
+  def __init__(self, workdir: str, step: int):
+    super().__init__(
+      f'preempted at step {step}: checkpoint saved in {workdir}; rerun the same command to resume'
+    )
+    self.workdir, self.step = workdir, step
 
 
 class JsonlWriter(metric_writers.MetricWriter):
@@ -91,12 +110,17 @@ def truncate_metrics(path: str, last_step: int) -> None:
     f.writelines(rows)
 
 
-def make_writer(workdir: str) -> metric_writers.MetricWriter:
+def make_writer(config: ml_collections.ConfigDict, workdir: str) -> metric_writers.MetricWriter:
+  """TensorBoard and metrics.jsonl on process 0 (plus wandb when `wandb.project` is set)."""
   if jax.process_index() > 0:
     return metric_writers.create_default_writer(just_logging=True)
-  # TensorBoard and metrics.jsonl; the console gets one concise line per log step (_log_console).
-  tensorboard = metric_writers.SummaryWriter(workdir)
-  return metric_writers.MultiWriter([tensorboard, JsonlWriter(os.path.join(workdir, METRICS_FILE))])
+  # The console gets one concise line per log step (_log_console).
+  jsonl = JsonlWriter(os.path.join(workdir, METRICS_FILE))
+  writers = [metric_writers.SummaryWriter(workdir), jsonl]
+  wandb = wandb_writer.maybe_wandb_writer(config, workdir)
+  if wandb is not None:
+    writers.append(wandb)
+  return metric_writers.MultiWriter(writers)
 
 
 def run_length(config: ml_collections.ConfigDict, num_train_examples: int) -> tuple[int, int]:
@@ -109,11 +133,13 @@ def run_length(config: ml_collections.ConfigDict, num_train_examples: int) -> tu
   return int(math.ceil(config.num_epochs * steps_per_epoch)), steps_per_epoch
 
 
-def summarize(pending: list[tuple[int, dict]]) -> dict[str, float]:
+def summarize(pending: list[tuple[int, dict]], resumed_from: int | None = None) -> dict[str, float]:
   """Host-side means over the logging window; raises on the first non-finite loss term.
 
   Args:
     pending: (step, device metrics) for each step since the last fetch.
+    resumed_from: the step this run restored, named in the error when the first update after it
+      is non-finite (the restored state, not the learning rate, is then the suspect).
   """
   if not pending:
     return {}
@@ -121,9 +147,18 @@ def summarize(pending: list[tuple[int, dict]]) -> dict[str, float]:
   for (step, _), metrics in zip(pending, fetched, strict=True):
     for name, value in metrics.items():
       if not np.all(np.isfinite(value)):
+        if resumed_from is not None and step == resumed_from:
+          hint = (
+            f'it is the first update after resuming from step {resumed_from}: suspect that '
+            'checkpoint (move it out of checkpoints/ to resume from the one before)'
+          )
+        else:
+          hint = (
+            'the last checkpoint before it is intact: lower the learning rate (optim.lr_*) or '
+            'enable optim.grad_clip_norm'
+          )
         raise NonFiniteLossError(
-          f'non-finite {name} ({value}) at step {step + 1}; stopping. The last checkpoint before '
-          'it is intact: lower the learning rate (optim.lr_*) or enable optim.grad_clip_norm.'
+          f'non-finite {name} ({value}) at step {step + 1}; stopping. {hint}.'
         )
   out = {}
   for name in fetched[0]:
@@ -138,25 +173,31 @@ def summarize(pending: list[tuple[int, dict]]) -> dict[str, float]:
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps."""
+  """Whether a preemption notice (SIGTERM) arrived, checked after every step.
+
+  One process: a Python SIGTERM handler sets a flag. Several: JAX's preemption service (started
+  by jax.distributed.initialize) receives the notice and `reached_preemption_sync_point` makes
+  every host agree on the same step, without a collective at each step.
+  """
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._multi = jax.process_count() > 1
+    self._previous = None if self._multi else signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     logging.warning('SIGTERM: saving a checkpoint and exiting after this step')
     self.requested = True
 
-  def any_host(self) -> bool:
-    if jax.process_count() == 1:
-      return self.requested
-    flags = multihost_utils.process_allgather(np.int32(self.requested))
-    return bool(np.max(flags))
+  def reached(self, step: int) -> bool:
+    if self._multi:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def _frozen_and_offline(config, model):
@@ -165,8 +206,6 @@ def _frozen_and_offline(config, model):
   offline_fn = None
   if config.stage == 'teacher' and config.loss.dist > 0:
     if config.offline.mode == 'on_the_fly':
-      from glitr_jax import offline as offline_lib  # noqa: PLC0415 (optional heavy model)
-
       offline_model = offline_lib.build_offline_model(config)
       frozen['offline'] = offline_model.params
       offline_fn = offline_model.logits_fn
@@ -179,21 +218,34 @@ def _frozen_and_offline(config, model):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """Trains `config.stage` in `workdir`, resuming from its newest checkpoint.
+  """Trains `config.stage` in `workdir`, resuming from its newest good checkpoint.
 
   Returns:
     The final TrainState.
+
+  Raises:
+    WorkdirLockedError: another command is using `workdir`.
+    RecordMismatchError: `workdir` holds a run with another config (nothing is written).
+    Preempted: SIGTERM arrived; the state was saved first.
   """
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  model_config_lib.validate(config.model)
+  data_config_lib.validate(config.data)
+  with workdir_lib.locked(workdir):
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> Any:
   info = data_lib.dataset_info(config.data)
   if info.num_classes != config.model.num_classes:
     raise ValueError(
       f'model.num_classes={config.model.num_classes} but data.name={config.data.name!r} has '
       f'{info.num_classes} classes'
     )
-  if jax.process_index() == 0:
-    checkpoints.write_run_info(workdir, config, info.class_names)
+  manager = checkpoints.make_manager(workdir, config)
+  if manager.all_steps():
+    for change in workdir_lib.check_resume(workdir, config):
+      logging.warning('Resuming %s with a changed setting: %s', workdir, change)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(config.batch_size, mesh)
   logging.info(
@@ -223,18 +275,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     image_size=config.model.image_size,
     seed=config.seed,
   )
-  manager = checkpoints.make_manager(workdir, config)
-  start = manager.latest_step()
   metrics_path = os.path.join(workdir, METRICS_FILE)
-  if start is not None:
-    state = checkpoints.restore(manager, start, state, train_iter, replicated)
+  state, resumed = checkpoints.restore_newest_good(manager, state, train_iter, replicated)
+  if resumed is not None:
     if jax.process_index() == 0:
-      truncate_metrics(metrics_path, start)
-    logging.info('Resumed from step %d in %s', start, checkpoints.checkpoint_dir(workdir))
+      truncate_metrics(metrics_path, resumed)
+    logging.info('Resumed from step %d in %s', resumed, checkpoints.checkpoint_dir(workdir))
   else:
-    start = 0
     parameter_overview.log_parameter_overview(jax.device_get(state.params))
-  writer = make_writer(workdir)
+  start = resumed or 0
+  # The run has its lock and its state: only now does the workdir's record become this config.
+  if jax.process_index() == 0:
+    checkpoints.write_run_info(workdir, config, info.class_names)
+  writer = make_writer(config, workdir)
   if start == 0:
     writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()})
 
@@ -249,6 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   preemption = _Preemption()
 
   pending: list[tuple[int, dict]] = []
+  unsealed: list[int] = []  # saved steps whose checksums wait for orbax to finish them
+  preempted_at = None
   window_start, window_steps = time.time(), 0
   logging.info(
     'Training %s for %d steps (%d per epoch)', config.stage, total_steps, steps_per_epoch
@@ -262,10 +317,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
       window_steps += 1
       done = step + 1
       report_progress(done)
+      unsealed = checkpoints.seal(manager, unsealed)
       is_last = done == total_steps
       row = {}
       if done % config.log_every_steps == 0 or is_last:
-        row.update(summarize(pending))
+        row.update(summarize(pending, resumed))
         pending.clear()
         row['steps_per_sec'] = window_steps / max(time.time() - window_start, 1e-9)
         window_start, window_steps = time.time(), 0
@@ -279,23 +335,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         writer.write_scalars(done, row)
         writer.flush()
         _log_console(done, total_steps, row)
-      stop = preemption.any_host() if (row or is_last) else False
+      stop = preemption.reached(done)
       if done % config.checkpoint_every_steps == 0 or is_last or eval_metrics or stop:
-        summarize(pending)  # Never checkpoint a state whose losses were not checked.
+        summarize(pending, resumed)  # Never checkpoint a state whose losses were not checked.
         best = None
         if eval_metrics:
           best = {
             checkpoints.BEST_METRIC: eval_metrics[f'eval_accuracy_t{config.model.num_frames}']
           }
         checkpoints.save(manager, done, state, train_iter, best)
+        unsealed.append(done)
       if stop:
-        logging.warning('Preempted at step %d: checkpoint saved, exiting', done)
+        preempted_at = done
         break
   finally:
     manager.wait_until_finished()
+    checkpoints.seal(manager, unsealed)
     manager.close()
     writer.close()
     preemption.restore()
+  if preempted_at is not None:
+    raise Preempted(workdir, preempted_at)
   return state
 
 
