@@ -274,6 +274,19 @@ def test_config_json_differences_are_all_named(tmp_path):
   assert 'patch_size' not in message and 'num_attention_heads' not in message
 
 
+def test_a_config_json_of_another_model_is_refused(tmp_path):
+  folder = save_videomae(random_hf_model(), str(tmp_path / 'hub'), 'hub')
+  path = os.path.join(folder, 'config.json')
+  with open(path) as f:
+    fields = json.load(f)
+  with open(path, 'w') as f:
+    json.dump(dict(fields, model_type='vit'), f)
+  with pytest.raises(
+    ValueError, match="config.json: model_type='vit', not a transformers VideoMAE"
+  ):
+    convert.load_videomae(folder, offline_videomae_config())
+
+
 def test_a_class_token_readout_is_refused(tmp_path):
   folder = save_videomae(random_hf_model(use_mean_pooling=False), str(tmp_path / 'cls'), 'hub')
   with pytest.raises(ValueError, match=r'use_mean_pooling=False: the offline model has only mean'):

@@ -561,3 +561,12 @@ def test_export_command_line(trained_workdir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'step {EXPORT_STEP}' in result.stdout
   assert_same_params(convert.load_official(str(out), MICRO)['params'], params)
+  missing = subprocess.run(
+    command[:-1] + ['--step=5', f'--out={out}'],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert missing.returncode == 1
+  assert missing.stderr.strip().endswith('has no checkpoint of step 5 (it has: [2, 7])')

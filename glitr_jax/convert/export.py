@@ -113,7 +113,10 @@ def export_workdir(
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  out, step = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.which)
+  try:
+    out, step = export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.which)
+  except (FileNotFoundError, ValueError, ImportError) as e:  # one line naming the file or step
+    raise SystemExit(f'glitr_jax.convert.export: {e}') from None
   logging.info('Wrote step %s of %s to %s', step, FLAGS.workdir, out)
   print(f'{out}: step {step} of {FLAGS.workdir}')
 

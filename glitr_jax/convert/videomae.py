@@ -299,8 +299,8 @@ def check_transformers_config(
     source: the config.json's path, for the error.
   """
   model = _model(config_or_kwargs)
-  model_type = hf_config.get('model_type', 'videomae')
-  if model_type != 'videomae':
+  model_type = hf_config.get('model_type')
+  if model_type != 'videomae':  # transformers always writes it
     raise ValueError(f'{source}: model_type={model_type!r}, not a transformers VideoMAE config')
   pairs = (
     ('hidden_size', 'hidden_size', model.hidden_size),
