@@ -1,7 +1,7 @@
 """TFDS builder `jester`: 20BN-Jester v1 from the official release (folders of JPEG frames + CSV).
 
 Frames are stored as released (the JPEG bytes, height 100), after checking that each decodes.
-Classes are indexed in sorted order, as TSM's `category.txt` for Jester (DESIGN.md section 4), not
+Classes are indexed in sorted order, as TSM's `category.txt` for Jester (docs/design.md 4.1), not
 in the order of `jester-v1-labels.csv`.
 """
 

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 
-# SSv2's class names are its templates with the square brackets removed (DESIGN.md section 4).
+# SSv2's class names are its templates with the square brackets removed (docs/design.md 4.1).
 _BRACKETS = str.maketrans('', '', '[]')
 
 
@@ -122,7 +122,7 @@ def ssv2_split(path: str, class_names: tuple[str, ...]) -> list[Entry]:
 def jester_class_names(path: str) -> tuple[str, ...]:
   """Class names of `jester-v1-labels.csv` (one a line), sorted alphabetically.
 
-  The official GliTr/TSM pipeline indexes Jester's classes in sorted order (DESIGN.md section 4),
+  The official GliTr/TSM pipeline indexes Jester's classes in sorted order (docs/design.md 4.1),
   not in the order of this file.
 
   Raises:

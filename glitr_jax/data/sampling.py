@@ -1,4 +1,4 @@
-"""Which frames of a video a clip of T frames uses (the official GliTr sampling, DESIGN.md 4)."""
+"""Which frames of a video a clip of T frames uses (the official sampling, docs/design.md 4.2)."""
 
 import numpy as np
 

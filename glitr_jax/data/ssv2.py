@@ -2,7 +2,7 @@
 
 The webm videos are decoded with PyAV and stored as one JPEG per frame, resized to height 256 as
 TSM extracts them (builder config 'h256', the default) or at the decoded size ('original').
-Classes are indexed in the order of `something-something-v2-labels.json` (DESIGN.md section 4).
+Classes are indexed in the order of `something-something-v2-labels.json` (docs/design.md 4.1).
 """
 
 import dataclasses

@@ -37,7 +37,7 @@ threshold. Every video is drawn from its own seeded generator ([seed, split, ind
 is a pure function of its parameters, and changing the number of videos keeps the first ones.
 
 Examples also have `target_xy` (n, 2): the target's centre in the model's normalised coordinates
-(DESIGN.md section 1): lx horizontal, ly vertical pointing down, +-1 at the centres of the corner
+(docs/design.md 1.3): lx horizontal, ly vertical pointing down, +-1 at the centres of the corner
 pixels, i.e. `l = 2 * pixel / (frame_size - 1) - 1`.
 """
 

@@ -1,6 +1,6 @@
 """TFDS builder `video_folder`: the TSM frame-folder layout that the official GliTr release reads.
 
-The manual dir holds (DESIGN.md section 4):
+The manual dir holds (docs/design.md section 4.1):
   category.txt                   class names, one a line, in index order
   train_videofolder.txt          lines `<folder> <num_frames> <label index>`
   val_videofolder.txt            (the 'validation' split)
