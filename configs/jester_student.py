@@ -23,6 +23,7 @@ def get_config(arg=None):
   c.model.num_frames = 8
 
   c.data.name = 'jester'
+  c.data.augment.device = True  # the training augmentation runs in the train step (data/config.py)
   c.optim.lr_tf = c.optim.lr_tc = c.optim.lr_tl = 1e-5
   c.optim.min_lr_tf = c.optim.min_lr_tc = c.optim.min_lr_tl = 1e-7
 

@@ -28,6 +28,7 @@ def get_config(arg=None):
   c.model.num_frames = 16
 
   c.data.name = 'something_something_v2'
+  c.data.augment.device = True  # the training augmentation runs in the train step (data/config.py)
   # Students: no mixup, cutmix or random erasing; RandAugment and the random-resized crop stay.
   c.optim.lr_tf = c.optim.lr_tc = c.optim.lr_tl = 1e-5
   c.optim.min_lr_tf, c.optim.min_lr_tc, c.optim.min_lr_tl = 1e-7, 1e-6, 1e-6

@@ -29,6 +29,7 @@ def get_config(arg=None):
   c.model.num_frames = 16
 
   c.data.name = 'something_something_v2'
+  c.data.augment.device = True  # the training augmentation runs in the train step (data/config.py)
   c.data.augment.random_erasing = 0.25
   c.data.augment.mixup = 0.8
   c.data.augment.cutmix = 1.0

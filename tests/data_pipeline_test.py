@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from glitr_jax import data
-from glitr_jax.data import pipeline, sampling, transforms
+from glitr_jax.data import device_augment, pipeline, sampling, transforms
 
 tfds.disable_progress_bar()
 
@@ -59,7 +59,7 @@ def _assert_batches_equal(a: list[dict], b: list[dict]) -> None:
       np.testing.assert_array_equal(x[key], y[key], err_msg=key)
 
 
-# --- Frame sampling (DESIGN.md section 4). ---
+# --- Frame sampling (docs/design.md section 4.2). ---
 
 
 def test_train_indices_pick_one_frame_in_each_integer_segment():
@@ -166,6 +166,24 @@ def test_resumed_iteration_equals_uninterrupted(folder_config):
   resumed = _train(config, batch_size=3, seed=7)
   resumed.set_state(state)
   _assert_batches_equal([next(resumed) for _ in range(5)], expected)
+
+
+def test_device_path_batches_hold_canvases_and_draws_and_resume(folder_config):
+  config = folder_config.copy_and_resolve_references()
+  config.augment.device, config.augment.device_canvas = True, (16, 20)
+  config.augment.random_erasing = 0.5
+  iterator = _train(config, batch_size=4, seed=3)
+  batch = next(iterator)
+  assert set(batch) == {*device_augment.PARAM_KEYS, 'label'}
+  assert batch['frames'].shape == (4, 4, 16, 20, 3) and batch['frames'].dtype == np.uint8
+  np.testing.assert_array_equal(batch['extent'], [[FRAME_H, FRAME_W]] * 4)
+  assert batch['ra_kind'].shape == (4, 4) and batch['ra_lut'].shape == (4, 4, 256)  # n4
+  assert batch['crop_box'].shape == (4, 4) and batch['erase_box'].shape == (4, 5)
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(4)]
+  resumed = _train(config, batch_size=4, seed=3)
+  resumed.set_state(state)
+  _assert_batches_equal([next(resumed) for _ in range(4)], expected)
 
 
 def test_seed_changes_order_and_augmentation(folder_config):

@@ -1,11 +1,17 @@
 """Stored example -> model-ready clip: the per-example grain transforms of the input pipeline.
 
-Training (one random draw per clip, DESIGN.md section 4): sample T frames (`sampling`), decode
-only those, RandAugment on the frames as stored, to float, random-resized crop straight to
+Training (one random draw per clip, docs/design.md section 4.3): sample T frames (`sampling`),
+decode only those, RandAugment on the frames as stored, to float, random-resized crop straight to
 image_size (bilinear), ImageNet normalisation, random erasing (cube mode). Normalising before or
 after the crop is the same map (bilinear resizing is linear and normalisation is per channel), so
 the crop runs first on the smaller data. Evaluation: the official centred frames, resize of the
 short side to `eval_short_side` (bicubic), centre crop, normalisation.
+
+With `data.augment.device=True` (`ClipSpec.device`) a training clip leaves the host as its frames
+in a fixed uint8 canvas plus the parameters of every random choice, drawn with the clip's
+generator in the same order and by the same functions as the PIL path (so both paths draw the
+same values from the same generator; only the erasing noise is drawn on the device): the train
+step applies them (glitr_jax/data/device_augment.py). See `device_train_clip`.
 
 These objects are pickled into grain's worker processes: they hold only plain values.
 """
@@ -15,6 +21,7 @@ import os
 
 import grain.python as grain
 import numpy as np
+from PIL import Image
 
 from glitr_jax import pixels
 from glitr_jax.data import rand_augment as rand_augment_lib
@@ -34,6 +41,8 @@ class ClipSpec:
     scale: area fraction range of the random-resized crop.
     ratio: aspect ratio range of the random-resized crop.
     random_erasing: probability of erasing a box (cube mode).
+    device: training clips for the device path (`device_train_clip`) instead of finished clips.
+    canvas: (height, width) of the device path's frame canvas.
   """
 
   num_frames: int
@@ -44,6 +53,8 @@ class ClipSpec:
   scale: tuple[float, float] = (0.08, 1.0)
   ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
   random_erasing: float = 0.0
+  device: bool = False
+  canvas: tuple[int, int] = (256, 456)
 
 
 def _decode(frames_jpeg: np.ndarray, indices: np.ndarray) -> list:
@@ -76,6 +87,81 @@ def train_clip(frames_jpeg: np.ndarray, spec: ClipSpec, rng: np.random.Generator
     video = transforms.resize_and_center_crop(images, spec.eval_short_side, spec.image_size)
   video = pixels.normalize(video, max_value=255.0)
   return transforms.random_erase_cube(video, spec.random_erasing, rng, in_place=True)
+
+
+def decode_scale(
+  frame_hw: tuple[int, int], crop_hw: tuple[int, int], image_size: int, canvas: tuple[int, int]
+) -> int:
+  """The JPEG decoding scale (1, 2, 4 or 8) of a device-path clip: the largest that the frame
+  must be reduced by to fit the canvas, or that the crop allows (its sides at least `scale`
+  times the output side, so the crop still shrinks or keeps its size), whichever is larger."""
+  fit = max(frame_hw[0] / canvas[0], frame_hw[1] / canvas[1], 1.0)
+  allowed = max(min(crop_hw) / image_size, 1.0)
+  return next(s for s in (8, 4, 2, 1) if s <= max(fit, allowed))
+
+
+def _decode_for_canvas(data: bytes, scale: int, canvas: tuple[int, int]) -> np.ndarray:
+  frame_hwc = video_io.decode_jpeg_scaled(data, scale)
+  h, w = frame_hwc.shape[:2]
+  if h > canvas[0] or w > canvas[1]:  # Still too large: resize to fit, keeping the aspect.
+    f = min(canvas[0] / h, canvas[1] / w)
+    size = (min(canvas[1], max(1, round(w * f))), min(canvas[0], max(1, round(h * f))))
+    frame_hwc = np.asarray(Image.fromarray(frame_hwc).resize(size, Image.BICUBIC))
+  return frame_hwc
+
+
+def device_train_clip(
+  frames_jpeg: np.ndarray, spec: ClipSpec, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+  """A training clip for the device path: the sampled frames in a canvas and the clip's draws.
+
+  The draws come from `rng` in the PIL path's order (frame indices, RandAugment, crop box,
+  erasing box) and from the same functions, on the frames as stored (the JPEG header's size).
+  The frames are then decoded at the `decode_scale` the crop allows (1 for SSv2 and Jester at 224
+  px: their 256 and 100 px tall frames are never cropped to twice the output) into the top-left
+  corner of a (T, Hc, Wc, 3) canvas; the crop box is mapped into the decoded frame and the
+  geometric ops get the decoded frame's size (their arguments are relative to it).
+
+  Args:
+    frames_jpeg: object array (n,) of JPEG bytes, all frames of one size.
+    spec: the clip's recipe, with `device` set.
+    rng: the clip's generator.
+
+  Returns:
+    `frames` uint8 (T, Hc, Wc, 3), `extent` int32 (2,) the decoded (h, w), `crop_box` float32
+    (4,) (top, left, height, width) in canvas pixels, `erase_box` int32 (5,) (apply, top, left,
+    height, width) in output pixels, and `device_augment`'s `ra_*` arrays (L = the policy's
+    num_layers, 0 without RandAugment).
+  """
+  indices = sampling.train_frame_indices(len(frames_jpeg), spec.num_frames, rng)
+  width, height = video_io.jpeg_size(bytes(frames_jpeg[indices[0]]))
+  ops = spec.rand_augment.draw(rng) if spec.rand_augment is not None else []
+  top, left, h, w = transforms.random_resized_crop_params(
+    height, width, spec.scale, spec.ratio, rng
+  )
+  size = spec.image_size
+  erase = transforms.random_erase_params(size, size, spec.random_erasing, rng)
+
+  scale = decode_scale((height, width), (h, w), size, spec.canvas)
+  decoded = {
+    i: _decode_for_canvas(bytes(frames_jpeg[i]), scale, spec.canvas) for i in set(indices.tolist())
+  }
+  dec_h, dec_w = next(iter(decoded.values())).shape[:2]
+  canvas = np.zeros((spec.num_frames, *spec.canvas, 3), np.uint8)
+  for t, i in enumerate(indices.tolist()):
+    canvas[t, :dec_h, :dec_w] = decoded[i]
+  if (dec_h, dec_w) == (-(-height // scale), -(-width // scale)):
+    ry = rx = 1.0 / scale  # DCT scaling: decoded pixel i covers stored pixels [s i, s (i + 1))
+  else:  # Resized to fit the canvas.
+    ry, rx = dec_h / height, dec_w / width
+  num_layers = spec.rand_augment.num_layers if spec.rand_augment is not None else 0
+  return {
+    'frames': canvas,
+    'extent': np.array([dec_h, dec_w], np.int32),
+    'crop_box': np.array([top * ry, left * rx, h * ry, w * rx], np.float32),
+    'erase_box': np.array((1, *erase) if erase else (0, 0, 0, 0, 0), np.int32),
+    **rand_augment_lib.device_params(ops, dec_w, dec_h, num_layers),
+  }
 
 
 def eval_clip(frames_jpeg: np.ndarray, spec: ClipSpec) -> np.ndarray:
@@ -152,17 +238,19 @@ class LongEnough(grain.FilterTransform):
 
 
 class TrainClip(grain.RandomMapTransform):
-  """Stored example -> {'video', 'label'[, 'offline_logits']} with the training augmentation."""
+  """Stored example -> {'video', 'label'[, 'offline_logits']} with the training augmentation, or
+  with `spec.device` {device_train_clip's entries, 'label'[, 'offline_logits']}."""
 
   def __init__(self, spec: ClipSpec, offline: OfflineLogits | None = None):
     self.spec = spec
     self.offline = offline
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    out = {
-      'video': train_clip(element['video'], self.spec, rng),
-      'label': np.int32(element['label']),
-    }
+    if self.spec.device:
+      out = device_train_clip(element['video'], self.spec, rng)
+    else:
+      out = {'video': train_clip(element['video'], self.spec, rng)}
+    out['label'] = np.int32(element['label'])
     if self.offline is not None:
       out['offline_logits'] = self.offline(_video_id(element))
     return out

@@ -84,6 +84,17 @@ def get_data_config(**overrides) -> ml_collections.ConfigDict:
   c.augment.scale = (0.08, 1.0)
   c.augment.ratio = (3.0 / 4.0, 4.0 / 3.0)
   c.augment.random_erasing = 0.0  # probability (cube mode); teachers use 0.25
+  # Where the training augmentation above runs. False: on the host, with PIL and NumPy (the
+  # reference), the batches hold finished clips `video`. True: the host decodes the sampled frames
+  # into a uint8 canvas and draws every random choice of the recipe exactly as the PIL path does;
+  # the train step applies them on the accelerator (glitr_jax/data/device_augment.py; each op
+  # matches PIL to within float rounding, tests/data_device_augment_test.py), several times
+  # fewer host cores per video. Needs random_resized_crop; evaluation clips stay on the host.
+  c.augment.device = False
+  # device=True: (height, width) of the frame canvas (every clip of a batch has this shape on the
+  # device; a clip's frames fill its top-left corner). The default holds SSv2's 256-px-tall frames
+  # up to 16:9 and Jester's 100-px ones; larger frames are shrunk to fit, keeping their aspect.
+  c.augment.device_canvas = (256, 456)
   # Mixup / CutMix (batch mode, on device in the train step); 0 switches each off.
   c.augment.mixup = 0.0
   c.augment.cutmix = 0.0
@@ -127,6 +138,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     'augment.random_erasing',
     aug.random_erasing,
     'is a probability',
+  )
+  check(
+    not aug.device or aug.random_resized_crop,
+    'augment.device',
+    aug.device,
+    'the device path needs data.augment.random_resized_crop=True (the crop-free geometry runs '
+    'on the host only)',
+  )
+  check(
+    len(aug.device_canvas) == 2 and min(aug.device_canvas) > 0,
+    'augment.device_canvas',
+    aug.device_canvas,
+    'must be (height, width) > 0',
   )
   for field in ('mixup', 'cutmix'):
     check(aug[field] >= 0.0, f'augment.{field}', aug[field], 'must be >= 0 (0 = off)')

@@ -226,6 +226,8 @@ def _clip_spec(data_config, num_frames: int, image_size: int, train: bool) -> cl
     scale=tuple(float(s) for s in aug.scale),
     ratio=tuple(float(r) for r in aug.ratio),
     random_erasing=float(aug.random_erasing),
+    device=bool(aug.device),
+    canvas=(int(aug.device_canvas[0]), int(aug.device_canvas[1])),
   )
 
 
@@ -293,8 +295,11 @@ def create_train_iterator(
   Returns:
     A grain DataLoaderIterator yielding dicts of NumPy arrays: `video` float32
     (b, T, image_size, image_size, 3) ImageNet-normalised, `label` int32 (b,), and
-    `offline_logits` float32 (b, C') when `data.offline_logits` is set. It has
-    `get_state() -> bytes` (JSON text) and `set_state(bytes)`; see the module docstring.
+    `offline_logits` float32 (b, C') when `data.offline_logits` is set. With
+    `data.augment.device` the batches hold, instead of `video`, the frames and draws that
+    `glitr_jax.data.device_augment.augment_batch` turns into it in the train step
+    (`clips.device_train_clip`). It has `get_state() -> bytes` (JSON text) and
+    `set_state(bytes)`; see the module docstring.
   """
   index, count = _hosts(process_index, process_count)
   local_batch = _local_batch_size(batch_size, count)

@@ -9,9 +9,13 @@ Two details follow the official code rather than its comments: translations are 
 (`TranslateXRel`: up to 0.45 of the image width at magnitude 10; the `translate_const` it passes
 is unused by these ops), and the fill is timm's default (128, 128, 128) since `img_mean` is not
 passed. The official parser treats any `inc` value as on (`bool('0')`); here `inc0` means off.
+
+`device_params` turns a clip's draw into the arrays with which glitr_jax/data/device_augment.py
+applies the same ops on the accelerator (`data.augment.device=True`).
 """
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -26,24 +30,38 @@ TRANSLATE_PCT = 0.45
 _Op = tuple[Callable[..., Image.Image], Callable[[float, np.random.Generator], tuple] | None]
 
 
-def _affine(image: Image.Image, matrix, fill, resample) -> Image.Image:
-  return image.transform(image.size, Image.AFFINE, matrix, resample=resample, fillcolor=fill)
+# The geometric ops' output -> source matrices (PIL's AFFINE data) for a width x height image.
+def _shear_x_matrix(factor, width, height):
+  return (1.0, factor, 0.0, 0.0, 1.0, 0.0)
 
 
-def _shear_x(image, factor, fill, resample):
-  return _affine(image, (1, factor, 0, 0, 1, 0), fill, resample)
+def _shear_y_matrix(factor, width, height):
+  return (1.0, 0.0, 0.0, factor, 1.0, 0.0)
 
 
-def _shear_y(image, factor, fill, resample):
-  return _affine(image, (1, 0, 0, factor, 1, 0), fill, resample)
+def _translate_x_rel_matrix(pct, width, height):
+  return (1.0, 0.0, pct * width, 0.0, 1.0, 0.0)
 
 
-def _translate_x_rel(image, pct, fill, resample):
-  return _affine(image, (1, 0, pct * image.size[0], 0, 1, 0), fill, resample)
+def _translate_y_rel_matrix(pct, width, height):
+  return (1.0, 0.0, 0.0, 0.0, 1.0, pct * height)
 
 
-def _translate_y_rel(image, pct, fill, resample):
-  return _affine(image, (1, 0, 0, 0, 1, pct * image.size[1]), fill, resample)
+def _rotate_matrix(degrees, width, height):
+  """The matrix `Image.rotate(degrees)` (no expand, centre (w / 2, h / 2)) transforms with; its
+  fast paths (0, 90, 180, 270 degrees) are this matrix's exact sampling too."""
+  angle = -math.radians(degrees % 360.0)
+  cos, sin = round(math.cos(angle), 15), round(math.sin(angle), 15)
+  cx, cy = width / 2, height / 2
+  return (cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy)
+
+
+def _affine_op(matrix_fn) -> Callable[..., Image.Image]:
+  def transform(image, value, fill, resample):
+    matrix = matrix_fn(value, *image.size)
+    return image.transform(image.size, Image.AFFINE, matrix, resample=resample, fillcolor=fill)
+
+  return transform
 
 
 def _rotate(image, degrees, fill, resample):
@@ -145,10 +163,10 @@ OPS: dict[str, _Op] = {
   'BrightnessIncreasing': (_enhancer(ImageEnhance.Brightness), _enhance_increasing_level),
   'Sharpness': (_enhancer(ImageEnhance.Sharpness), _enhance_level),
   'SharpnessIncreasing': (_enhancer(ImageEnhance.Sharpness), _enhance_increasing_level),
-  'ShearX': (_shear_x, _shear_level),
-  'ShearY': (_shear_y, _shear_level),
-  'TranslateXRel': (_translate_x_rel, _translate_rel_level),
-  'TranslateYRel': (_translate_y_rel, _translate_rel_level),
+  'ShearX': (_affine_op(_shear_x_matrix), _shear_level),
+  'ShearY': (_affine_op(_shear_y_matrix), _shear_level),
+  'TranslateXRel': (_affine_op(_translate_x_rel_matrix), _translate_rel_level),
+  'TranslateYRel': (_affine_op(_translate_y_rel_matrix), _translate_rel_level),
 }
 
 RAND_TRANSFORMS = (
@@ -305,3 +323,87 @@ def apply_ops(
     fn = OPS[name][0]
     out = [fn(image, *args, fill=FILL, resample=resample) for image in out]
   return out
+
+
+# --- The device path (glitr_jax/data/device_augment.py): each op as one PIL primitive. ---
+KIND_NONE = 0  # the layer's op did not apply
+KIND_AFFINE = 1  # Image.transform(AFFINE, BICUBIC, fill)
+KIND_LUT = 2  # a fixed table of the 256 levels, the same for every channel
+KIND_AUTOCONTRAST = 3
+KIND_EQUALIZE = 4
+KIND_COLOR = 5  # the blends of ImageEnhance
+KIND_CONTRAST = 6
+KIND_BRIGHTNESS = 7
+KIND_SHARPNESS = 8
+
+_AFFINE_MATRICES = {
+  'Rotate': _rotate_matrix,
+  'ShearX': _shear_x_matrix,
+  'ShearY': _shear_y_matrix,
+  'TranslateXRel': _translate_x_rel_matrix,
+  'TranslateYRel': _translate_y_rel_matrix,
+}
+_TABLE_OPS = (
+  'Invert',
+  'Posterize',
+  'PosterizeIncreasing',
+  'Solarize',
+  'SolarizeIncreasing',
+  'SolarizeAdd',
+)
+_OTHER_KINDS = {
+  'AutoContrast': KIND_AUTOCONTRAST,
+  'Equalize': KIND_EQUALIZE,
+  'Color': KIND_COLOR,
+  'ColorIncreasing': KIND_COLOR,
+  'Contrast': KIND_CONTRAST,
+  'ContrastIncreasing': KIND_CONTRAST,
+  'Brightness': KIND_BRIGHTNESS,
+  'BrightnessIncreasing': KIND_BRIGHTNESS,
+  'Sharpness': KIND_SHARPNESS,
+  'SharpnessIncreasing': KIND_SHARPNESS,
+}
+# The 256 levels as a 1 x 256 RGB image: a table op applied to it is its table.
+_LEVELS = Image.fromarray(np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2))
+IDENTITY_MATRIX = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def device_params(
+  ops: Sequence[tuple[str, tuple]], width: int, height: int, num_layers: int
+) -> dict[str, np.ndarray]:
+  """A clip's draw (`RandAugment.draw`) as the arrays `device_augment.rand_augment_layer` takes.
+
+  The applied ops fill the first layers in order; the rest are `KIND_NONE`. Geometric ops get
+  PIL's matrix for a width x height frame (the frame as the device sees it), table ops their
+  table (the PIL op applied to the 256 levels), blends their factor.
+
+  Args:
+    ops: (name, args) pairs in application order.
+    width, height: the frame size the ops act on.
+    num_layers: L, the policy's number of layers (>= len(ops)).
+
+  Returns:
+    `ra_kind` int32 (L,), `ra_affine` float32 (L, 6), `ra_factor` float32 (L,), `ra_lut` uint8
+    (L, 256).
+  """
+  if len(ops) > num_layers:
+    raise ValueError(f'{len(ops)} ops drawn for {num_layers} layers')
+  kind = np.full(num_layers, KIND_NONE, np.int32)
+  affine = np.tile(np.asarray(IDENTITY_MATRIX, np.float32), (num_layers, 1))
+  factor = np.ones(num_layers, np.float32)
+  lut = np.tile(np.arange(256, dtype=np.uint8), (num_layers, 1))
+  for layer, (name, args) in enumerate(ops):
+    if name in _AFFINE_MATRICES:
+      kind[layer] = KIND_AFFINE
+      affine[layer] = _AFFINE_MATRICES[name](*args, width, height)
+    elif name in _TABLE_OPS:
+      kind[layer] = KIND_LUT
+      levels = OPS[name][0](_LEVELS, *args, fill=FILL, resample=Image.BICUBIC)
+      lut[layer] = np.asarray(levels)[0, :, 0]
+    elif name in _OTHER_KINDS:
+      kind[layer] = _OTHER_KINDS[name]
+      if args:
+        factor[layer] = args[0]
+    else:
+      raise ValueError(f'RandAugment op {name!r} has no device form')
+  return {'ra_kind': kind, 'ra_affine': affine, 'ra_factor': factor, 'ra_lut': lut}

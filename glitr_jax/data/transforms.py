@@ -1,7 +1,7 @@
 """Per-clip spatial transforms on the host (NumPy/PIL): crops, resizes, normalisation, erasing.
 
 Each random transform draws once per clip and applies the same draw to every frame (VideoMAE's
-recipe that the official GliTr code uses, DESIGN.md section 4). Shapes: frames (T, H, W, 3).
+recipe that the official GliTr code uses, docs/design.md section 4.3). Shapes: frames (T, H, W, 3).
 """
 
 import math
@@ -134,14 +134,37 @@ def resize_and_center_crop(images: list[Image.Image], short_side: int, size: int
   return np.stack(out)
 
 
+def random_erase_params(
+  height: int, width: int, probability: float, rng: np.random.Generator
+) -> tuple[int, int, int, int] | None:
+  """The box (top, left, h, w) random erasing fills, or None (no erasing for this clip).
+
+  With probability `probability`, up to 100 tries of an area fraction U(0.02, 1/3) and a
+  log-uniform aspect in (0.3, 1/0.3); the first box strictly inside the frame (timm's
+  RandomErasing, one box). Nothing is drawn when `probability` <= 0.
+  """
+  if probability <= 0 or rng.random() > probability:
+    return None
+  log_aspect = (math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1]))
+  for _ in range(100):
+    target_area = rng.uniform(*ERASE_AREA) * height * width
+    aspect = math.exp(rng.uniform(*log_aspect))
+    h = int(round(math.sqrt(target_area * aspect)))
+    w = int(round(math.sqrt(target_area / aspect)))
+    if w < width and h < height:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return top, left, h, w
+  return None
+
+
 def random_erase_cube(
   frames_thwc: np.ndarray, probability: float, rng: np.random.Generator, in_place: bool = False
 ) -> np.ndarray:
   """Random erasing in cube mode: one box for all frames, per-pixel N(0, 1) noise.
 
-  With probability `probability`, up to 100 tries of an area fraction U(0.02, 1/3) and a
-  log-uniform aspect in (0.3, 1/0.3); the first box strictly inside the frame is filled, in every
-  frame, with fresh standard-normal noise (the frames are normalised, so that is 'random pixels').
+  The box is `random_erase_params`'s; it is filled, in every frame, with fresh standard-normal
+  noise drawn after it (the frames are normalised, so that is 'random pixels').
 
   Args:
     frames_thwc: normalised float32 frames (T, H, W, C).
@@ -152,21 +175,12 @@ def random_erase_cube(
   Returns:
     The frames, with the box erased or unchanged.
   """
-  if probability <= 0 or rng.random() > probability:
-    return frames_thwc
   t, height, width, channels = frames_thwc.shape
-  log_aspect = (math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1]))
-  for _ in range(100):
-    target_area = rng.uniform(*ERASE_AREA) * height * width
-    aspect = math.exp(rng.uniform(*log_aspect))
-    h = int(round(math.sqrt(target_area * aspect)))
-    w = int(round(math.sqrt(target_area / aspect)))
-    if w < width and h < height:
-      top = int(rng.integers(0, height - h + 1))
-      left = int(rng.integers(0, width - w + 1))
-      out = frames_thwc if in_place else frames_thwc.copy()
-      out[:, top : top + h, left : left + w] = rng.standard_normal(
-        (t, h, w, channels), dtype=np.float32
-      )
-      return out
-  return frames_thwc
+  box = random_erase_params(height, width, probability, rng)
+  if box is None:
+    return frames_thwc
+  top, left, h, w = box
+  out = frames_thwc if in_place else frames_thwc.copy()
+  noise = rng.standard_normal((t, h, w, channels), dtype=np.float32)
+  out[:, top : top + h, left : left + w] = noise
+  return out

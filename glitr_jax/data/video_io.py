@@ -53,6 +53,35 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return np.asarray(image.convert('RGB'))
 
 
+def jpeg_size(data: bytes) -> tuple[int, int]:
+  """(width, height) of JPEG bytes, from the header (nothing is decoded)."""
+  with Image.open(io.BytesIO(data)) as image:
+    return image.size
+
+
+def decode_jpeg_scaled(data: bytes, scale: int = 1) -> np.ndarray:
+  """Decodes JPEG bytes at 1/scale of their size in the DCT domain (libjpeg's scaled IDCT through
+  PIL's `Image.draft`): fewer coefficients are inverse-transformed, so it is faster than a full
+  decode, and each output pixel is the mean of its scale x scale block, to within the IDCT's
+  smoothing.
+
+  Args:
+    data: JPEG bytes of a (W, H) image.
+    scale: 1, 2, 4 or 8.
+
+  Returns:
+    uint8 RGB array (ceil(H / scale), ceil(W / scale), 3).
+  """
+  if scale not in (1, 2, 4, 8):
+    raise ValueError(f'JPEG decoding scales are 1, 2, 4 and 8, not {scale}')
+  with Image.open(io.BytesIO(data)) as image:
+    if scale > 1:
+      image.draft('RGB', (max(1, image.size[0] // scale), max(1, image.size[1] // scale)))
+    if image.mode != 'RGB':
+      image = image.convert('RGB')
+    return np.asarray(image)
+
+
 def decode_jpeg_pil(data: bytes) -> Image.Image:
   """Decodes JPEG bytes into an RGB PIL image (for PIL-based augmentation)."""
   with Image.open(io.BytesIO(data)) as image:

@@ -17,10 +17,13 @@ import ml_collections
 import optax
 
 from glitr_jax import losses
+from glitr_jax.data import device_augment
 from glitr_jax.data import mixup as mixup_lib
 from glitr_jax.models import glitr
 
 Params = Any
+# fold_in constant of the device augmentation's key (the erasing noise), beside mixup's draws.
+_DEVICE_AUGMENT_STREAM = 1
 
 
 @flax.struct.dataclass
@@ -50,14 +53,24 @@ def create_state(params: Params, tx: optax.GradientTransformation, seed: int) ->
 
 
 def _targets_and_video(config, rng, batch, num_classes):
-  """Mixup/CutMix on device when configured; label-smoothed one-hot targets otherwise.
+  """The training clips (augmented here with `data.augment.device`), then Mixup/CutMix when
+  configured; label-smoothed one-hot targets otherwise.
 
   Returns:
     The (possibly mixed) video, (B, C) targets, and the offline logits mixed the same way
     (or None).
   """
   aug = config.data.augment
-  video, labels = batch['video'], batch['label']
+  labels = batch['label']
+  if aug.device:  # The host sent frames and draws (data.augment.device): augment them here.
+    video = device_augment.augment_batch(
+      batch,
+      jax.random.fold_in(rng, _DEVICE_AUGMENT_STREAM),
+      image_size=config.model.image_size,
+      random_erasing=aug.random_erasing > 0,
+    )
+  else:
+    video = batch['video']
   offline = batch.get('offline_logits')
   if aug.mixup > 0 or aug.cutmix > 0:
     # Precomputed offline logits belong to the unmixed clips: mix their distributions the way the
@@ -124,7 +137,8 @@ def teacher_loss_from_inputs(
   frozen copies T'f, T'c of the current Tf, Tc: the same parameters under stop_gradient (no copy
   in memory), in training mode (drop-path on) as the official copies are. Its losses therefore
   reach only Tl and init_loc, through the locations. Its targets are the teacher's f~ and y~ of
-  this forward (DESIGN.md section 2); nothing else of the full-frame pass applies to glimpses.
+  this forward (docs/design.md section 2.2); nothing else of the full-frame pass applies to
+  glimpses.
   """
   _, r_fwd, r_cons = jax.random.split(rng, 3)
   w = config.loss
@@ -155,7 +169,7 @@ def teacher_loss(
   frozen: dict[str, Params],
   offline_fn: Callable | None = None,
 ) -> tuple[jax.Array, tuple[dict, dict]]:
-  """The teacher's objective (DESIGN.md section 2) on one batch: `teacher_inputs`, then
+  """The teacher's objective (docs/design.md section 2.2) on one batch: `teacher_inputs`, then
   `teacher_loss_from_inputs` (the train step differentiates only the second)."""
   inputs = teacher_inputs(model, config, batch, rng, frozen, offline_fn)
   return teacher_loss_from_inputs(model, config, params, inputs, rng)
