@@ -66,7 +66,7 @@ def block_keys(prefix, width, mlp):
 
 
 def official_shapes(d=48, depth=2, e=96, tdepth=4, classes=5, frames=4, patch=16, grid=14):
-  """The official state dict's keys and shapes, written from DESIGN.md (not from the converter)."""
+  """The official state dict's keys and shapes, from docs/design.md, not from the converter."""
   shapes = {
     'backbone.cls_token': (1, 1, d),
     'backbone.pos_embed': (1, grid * grid, d),
