@@ -130,7 +130,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # --- The offline model behind L_dist (teacher, SSv2). ---
   c.offline = ml_collections.ConfigDict()
   c.offline.model = ''  # '' | 'videomae'
-  c.offline.checkpoint = ''  # official VideoMAE fine-tuned .pth / .npz
+  c.offline.checkpoint = ''  # VideoMAE fine-tuned: transformers dir, .safetensors, .pth, .npz
   c.offline.mode = 'on_the_fly'  # | 'precomputed' (reads data.offline_logits)
   # Sizes of the VideoMAE the checkpoint holds (glitr_jax.models.videomae): ViT-B/16 fine-tuned on
   # SSv2. num_classes must equal model.num_classes (same class order); on the fly VideoMAE sees the

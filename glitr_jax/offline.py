@@ -31,7 +31,6 @@ import jax
 import ml_collections
 
 from glitr_jax import losses
-from glitr_jax.convert import common as convert_common
 from glitr_jax.convert import videomae as videomae_convert
 from glitr_jax.models import videomae
 
@@ -107,16 +106,15 @@ def build_offline_model(
   path = config.offline.checkpoint
   if not path:
     raise ValueError(
-      'offline.checkpoint is empty: set it to the VideoMAE fine-tuned checkpoint (.pth or .npz), '
-      'e.g. --config.offline.checkpoint=videomae_vitb_ssv2_ft.pth'
+      'offline.checkpoint is empty: set it to the VideoMAE fine-tuned checkpoint (a transformers '
+      'directory, .safetensors, .pth or .npz), e.g. --config.offline.checkpoint=videomae_ssv2'
     )
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'offline.checkpoint={path}: file not found')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'offline.checkpoint={path}: not found')
   try:
-    state = convert_common.read_state_dict(path)
+    params = videomae_convert.load_videomae(path, module)['params']
   except ValueError as e:
-    raise ValueError(f'offline.checkpoint: {e}') from e
-  params = videomae_convert.from_state_dict(state, module, source=f'offline.checkpoint={path}')
+    raise ValueError(f'offline.checkpoint={path}: {e}') from e
 
   def logits_fn(params: Params, video_bthwc: jax.Array) -> jax.Array:
     """(B, T, H, W, 3) normalised clips -> (B, C) float32 logits, a stop-gradient target."""
