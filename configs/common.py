@@ -74,14 +74,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.stage = 'student'  # 'teacher' | 'student'
   c.seed = 0
 
-  c.model = model_config_lib.get_model_config()
+  c.model = model_config_lib.get_model_config()  # glitr_jax.models.config documents the fields
 
-  # --- Data (glitr_jax.data.config documents every field). ---
-  # name, data_dir, manual_dir, train_split, eval_split, worker_count, prefetch, skip_bad_videos,
-  # offline_logits, eval_short_side, frame_height (SSv2), video_folder.* (TSM layout: config_name,
-  # frames_dir, category_file, train_list, val_list, frame_template), synthetic.* (glitr_synthetic:
-  # sizes, seed and difficulty knobs), augment.* (rand_augment, random_resized_crop, scale, ratio,
-  # random_erasing, mixup, cutmix, mixup_prob, mixup_switch_prob).
+  # --- Data (glitr_jax.data.config defines and documents every field). ---
   c.data = data_config_lib.get_data_config()
 
   # --- Losses (DESIGN.md section 2); every weight is 1 in the paper. ---

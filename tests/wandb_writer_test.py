@@ -169,7 +169,8 @@ def test_offline_run_records_the_logged_values_and_a_resume_continues_it(offline
 def test_no_project_means_no_writer_and_no_wandb_import(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, 'wandb', None)  # importing wandb now fails
   assert wandb_writer.maybe_wandb_writer(wandb_config(project=''), str(tmp_path)) is None
-  assert wandb_writer.maybe_wandb_writer(ml_collections.ConfigDict(), str(tmp_path)) is None
+  with pytest.raises(AttributeError, match='wandb'):  # a config without the section is an error
+    wandb_writer.maybe_wandb_writer(ml_collections.ConfigDict(), str(tmp_path))
   assert not os.path.exists(tmp_path / 'wandb_run_id.txt')
   with pytest.raises(ImportError, match="config.wandb.project='glitr' needs wandb"):
     wandb_writer.maybe_wandb_writer(wandb_config(project='glitr'), str(tmp_path))

@@ -107,7 +107,7 @@ def _stage_dirs(workdir: str) -> dict[str, str]:
   if found:
     return found
   if os.path.exists(os.path.join(workdir, 'config.json')):
-    stage = checkpoints.read_workdir_config(workdir).get('stage', 'student')
+    stage = checkpoints.read_workdir_config(workdir).stage
     return {'teacher' if stage == 'teacher' else 'student': workdir}
   raise FileNotFoundError(
     f'{workdir}: no config.json in it or in its {"/, ".join(STAGES)}/ (not a glitr-jax workdir)'

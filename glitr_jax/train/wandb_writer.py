@@ -151,8 +151,8 @@ def maybe_wandb_writer(config: ml_collections.ConfigDict, workdir: str) -> Wandb
   Raises:
     ImportError: wandb is configured but not installed.
   """
-  section = config.get('wandb') if isinstance(config, ml_collections.ConfigDict) else None
-  if section is None or not section.get('project', ''):
+  section = config.wandb
+  if not section.project:
     return None
   if jax.process_index() != 0:
     return None
@@ -169,9 +169,9 @@ def maybe_wandb_writer(config: ml_collections.ConfigDict, workdir: str) -> Wandb
     kwargs['dir'] = workdir
   run = wandb.init(
     project=section.project,
-    entity=section.get('entity', '') or None,
-    name=section.get('name', '') or None,
-    tags=list(section.get('tags', ())) or None,
+    entity=section.entity or None,
+    name=section.name or None,
+    tags=list(section.tags) or None,
     id=run_id,
     resume='allow',
     **kwargs,
