@@ -79,7 +79,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # --- Data (glitr_jax.data.config defines and documents every field). ---
   c.data = data_config_lib.get_data_config()
 
-  # --- Losses (DESIGN.md section 2); every weight is 1 in the paper. ---
+  # --- Losses (docs/design.md section 2); every weight is 1 in the paper. ---
   c.loss = ml_collections.ConfigDict()
   c.loss.ce = 1.0
   c.loss.spatial = 1.0  # MSE between glimpse features and the teacher's frame features
@@ -87,7 +87,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.loss.dist = 0.0  # teacher only: KL(y~_T, offline logits)
   c.loss.label_smoothing = 0.1
 
-  # --- Optimisation (DESIGN.md section 3). lr = base * batch_size / 128. ---
+  # --- Optimisation (docs/design.md section 3). lr = base * batch_size / 128. ---
   c.optim = ml_collections.ConfigDict()
   c.optim.lr_tf = 1e-5
   c.optim.lr_tc = 1e-5

@@ -19,7 +19,7 @@ glimpse tells where to look next, and only a glimpse at the target tells its ide
 sees 16x16 glimpses (6.25% of each frame). The model is a tiny GliTr (ViT of width 64 and depth 3
 on 8-px patches; temporal heads of width 64 and depth 2), trained from scratch (sine-cosine
 position tables); the teacher's Tl warms up over its first 125 steps, as the official SSv2
-teacher's Tl warms up (DESIGN.md), so it starts learning once Tf names what it sees. The
+teacher's Tl warms up (docs/design.md 3.2), so it starts learning once Tf names what it sees. The
 student's Tl is in effect held (a thousandth of the rate of its Tf and Tc): the student's policy is
 the teacher's Tl run on the student's own glimpse features, which the spatial term pulls towards
 the teacher's full-frame features that Tl was trained on.

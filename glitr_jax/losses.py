@@ -1,4 +1,4 @@
-"""GliTr's losses in their official forms (DESIGN.md section 2), and the two objectives.
+"""GliTr's losses in their official forms (docs/design.md section 2), and the two objectives.
 
   ce     mean over batch and time of the cross-entropy with (soft) targets; every t is supervised.
   kl     kl(s, t) = sum_c softmax(s) * (log_softmax(s) - log_softmax(t)): KL(s || t), the official

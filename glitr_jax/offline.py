@@ -1,4 +1,4 @@
-"""The offline model behind the SSv2 teacher's L_dist (DESIGN.md section 2), and L_dist itself.
+"""The offline model behind the SSv2 teacher's L_dist (docs/design.md 2.2), and L_dist itself.
 
 L_dist = kl(y~_T, y_offline): the teacher's prediction after its last frame against the logits of
 an offline full-video model, VideoMAE ViT-B/16 fine-tuned on SSv2 (glitr_jax.models.videomae),
@@ -124,7 +124,7 @@ def build_offline_model(
 
 
 def dist_loss(teacher_logits_btc: jax.Array, offline_logits_bc: jax.Array) -> jax.Array:
-  """L_dist = kl(y~_T, y_offline) (DESIGN.md section 2), averaged over the batch.
+  """L_dist = kl(y~_T, y_offline) (docs/design.md 2.2), averaged over the batch.
 
   kl(s, t) = sum_c softmax(s) * (log_softmax(s) - log_softmax(t)): KL(teacher || offline), the
   official direction, on the teacher's last step only, no temperature.

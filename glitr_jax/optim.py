@@ -1,4 +1,4 @@
-"""The official optimisation recipe in optax (DESIGN.md section 3).
+"""The official optimisation recipe in optax (docs/design.md 3.1).
 
 Three AdamW optimisers, one per module: Tf (`backbone`), Tc (`temporal_head`) and Tl
 (`temploc_head`, with init_loc). Each has its own learning rate `base * global_batch / 128`

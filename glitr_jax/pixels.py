@@ -1,4 +1,4 @@
-"""Frame pixels as the model sees them: ImageNet normalisation and its inverse (DESIGN.md 1).
+"""Frame pixels as the model sees them: ImageNet normalisation and its inverse (docs/design.md 1.1).
 
 One home for the constants, shared by the input pipeline, the streaming cameras and the pictures.
 It imports NumPy only, so a camera process does not load TensorFlow Datasets.

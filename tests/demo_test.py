@@ -57,7 +57,7 @@ def test_stage_configs(tmp_path):
   )
   assert teacher.optim.lr_tf == config.pipeline.teacher.optim.lr_tf
   assert student.optim.lr_tf == config.pipeline.student.optim.lr_tf
-  # Only the teacher's Tl warms up (the official SSv2 teacher's recipe, DESIGN.md).
+  # Only the teacher's Tl warms up (the official SSv2 teacher's recipe, docs/design.md 3.2).
   assert teacher.optim.warmup_epochs_tl > 0 and student.optim.warmup_epochs_tl == 0
   assert teacher.optim.warmup_epochs_tf == teacher.optim.warmup_epochs_tc == 0
   assert student.teacher_checkpoint == baseline.teacher_checkpoint == os.path.join(root, 'teacher')

@@ -5,7 +5,7 @@
   gaussian             N(0, 1) through tanh, independently for every t.
   center               (0, 0) at every t.
   bottom_left          (-1 + s, 1 - s), s = n / grid: the glimpse inside the frame, touching its
-                       bottom-left corner (DESIGN.md section 5; ly points down).
+                       bottom-left corner (docs/design.md section 5; ly points down).
   teacher              the teacher's locations from full frames (init_loc, then Tl~): an upper
                        bound.
   teacher_full_frames  not a glimpse strategy: the teacher's own accuracy on full frames.

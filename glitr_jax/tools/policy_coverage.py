@@ -48,7 +48,7 @@ def target_share(
   """The share of the target's pixels that each glimpse reads.
 
   Args:
-    locations_bt2: (B, T, 2) glimpse locations (lx, ly), normalised (DESIGN.md section 1).
+    locations_bt2: (B, T, 2) glimpse locations (lx, ly), normalised (docs/design.md 1.3).
     target_xy_bt2: (B, T, 2) the target's centres in the same coordinates.
     glimpse_pixels: the glimpse's side in frame pixels.
     frame_size: the square frame's side in pixels.

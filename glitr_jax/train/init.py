@@ -1,6 +1,6 @@
-"""Where a run's weights start (DESIGN.md section 3).
+"""Where a run's weights start (docs/design.md 3.3).
 
-teacher   from scratch (DESIGN.md section 1: Tl a copy of Tc), then optionally Tf from an
+teacher   from scratch (docs/design.md 1.5: Tl a copy of Tc), then optionally Tf from an
           ImageNet ViT (`init.backbone`, the SSv2 teacher's iBOT ViT-S/16), and/or everything
           from another GliTr teacher (`init.checkpoint`, the Jester teacher from the SSv2 one:
           `init.drop_classifier` re-initialises Tc's classifier, `init.temporal_stride`
