@@ -11,29 +11,32 @@ temporal embeddings are subsampled [::2] (16 -> 8 frames). No L_dist (no Jester 
 Arguments (`configs/jester_teacher.py:glimpse=128`): glimpse = 64 | 96 | 128 px.
 """
 
-from configs import common
+from configs import ssv2_teacher
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, glimpse=96)
-  c = common.get_base_config()
-  c.stage = 'teacher'
-  common.set_glimpse(c, args.glimpse)
+  """configs/ssv2_teacher.py with what Jester changes: data, sizes, rates and initialisation, batch.
+
+  Args:
+    arg: as configs/ssv2_teacher.py takes it.
+
+  Returns:
+    The experiment config.
+  """
+  c = ssv2_teacher.get_config(arg)
   c.model.num_classes = 27
   c.model.num_frames = 8
-
   c.data.name = 'jester'
-  c.data.augment.device = True  # the training augmentation runs in the train step (data/config.py)
-  c.data.augment.random_erasing = 0.25
-  c.data.augment.mixup = 0.8
-  c.data.augment.cutmix = 1.0
 
+  # No L_dist, so no offline model; the weights start from the SSv2 teacher (init.checkpoint).
   c.loss.dist = 0.0
+  c.offline.model = ''
   c.init.drop_classifier = True
   c.init.temporal_stride = 2
 
-  c.optim.lr_tf = c.optim.lr_tc = c.optim.lr_tl = 1e-5
-  c.optim.min_lr_tf = c.optim.min_lr_tc = c.optim.min_lr_tl = 1e-7
+  c.optim.lr_tc = c.optim.lr_tl = 1e-5
+  c.optim.min_lr_tc = c.optim.min_lr_tl = 1e-7
+  c.optim.warmup_epochs_tl = 0.0
 
   c.batch_size = 100
   c.num_epochs = 50.0
