@@ -10,6 +10,10 @@ A state dict comes from
     sharded form, or `pytorch_model.bin`; `read_hub_config` reads the `config.json`),
   or any mapping of key -> array.
 Every floating-point entry must be finite: a NaN or Inf is refused at import, naming the key.
+
+A converter (official.py, videomae.py, timm_vit.py) is three functions of a parameter path, e.g.
+('blocks_0', 'attn', 'qkv', 'kernel'): its state-dict key, and its tensor in the PyTorch and in the
+Flax layout; `params_from_state_dict` and `state_dict_from_params` apply them to a whole tree.
 """
 
 import json
@@ -20,12 +24,16 @@ from typing import Any
 
 # ml_dtypes (a JAX dependency) registers bfloat16 with numpy, so that safetensors.numpy can read
 # bfloat16 checkpoints, as hub uploads often are.
+import jax
 import ml_dtypes
 import numpy as np
 import safetensors
 import safetensors.numpy
 
 StateDict = dict[str, np.ndarray]
+ParamPath = tuple[str, ...]  # a path in the Flax tree, e.g. ('backbone', 'norm', 'scale')
+KeyFn = Callable[[ParamPath], str]  # path -> state-dict key
+LayoutFn = Callable[[ParamPath, np.ndarray], np.ndarray]  # path, tensor -> tensor in another layout
 # Wrappers under which training scripts store the model's state dict.
 WRAPPER_KEYS = ('model', 'module', 'state_dict', 'model_state')
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt')
@@ -247,3 +255,85 @@ def check_keys(
     if misshaped:
       parts.append(f'mis-shaped keys ({len(misshaped)}): {misshaped}')
     raise ValueError(f'{source} does not match the model config:\n  ' + '\n  '.join(parts))
+
+
+def flatten(tree: Any) -> dict[ParamPath, Any]:
+  """A parameter tree (nested dicts) as path -> leaf."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {tuple(k.key for k in path): leaf for path, leaf in flat}
+
+
+def unflatten(flat: Mapping[ParamPath, Any]) -> dict:
+  """path -> leaf as a parameter tree (nested dicts); the inverse of `flatten`."""
+  tree: dict = {}
+  for path, value in flat.items():
+    node = tree
+    for name in path[:-1]:
+      node = node.setdefault(name, {})
+    node[path[-1]] = value
+  return tree
+
+
+def torch_shapes(
+  shapes: Mapping[ParamPath, tuple[int, ...]], key_fn: KeyFn, to_torch: LayoutFn
+) -> dict[str, tuple[int, ...]]:
+  """State-dict key -> PyTorch shape, for parameters of the given (Flax) shapes.
+
+  Args:
+    shapes: parameter path -> shape (from the model config, e.g. through jax.eval_shape).
+    key_fn: the converter's path -> state-dict key.
+    to_torch: the converter's Flax -> PyTorch layout.
+
+  Returns:
+    The state dict's keys and shapes that the parameters correspond to.
+  """
+  return {
+    key_fn(path): tuple(to_torch(path, np.empty(shape, np.float32)).shape)
+    for path, shape in shapes.items()
+  }
+
+
+def params_from_state_dict(
+  state: Mapping[str, np.ndarray],
+  shapes: Mapping[ParamPath, tuple[int, ...]],
+  key_fn: KeyFn,
+  to_flax: LayoutFn,
+  to_torch: LayoutFn,
+  source: str,
+  ignore: Callable[[str], bool] = lambda key: False,
+) -> dict:
+  """A state dict as the parameter tree of the given shapes (strict: every key, right shapes).
+
+  Args:
+    state: the state dict (key -> array in PyTorch layout).
+    shapes: parameter path -> shape of the tree to build (from the model config).
+    key_fn: the converter's path -> state-dict key.
+    to_flax: the converter's PyTorch -> Flax layout.
+    to_torch: its inverse, which gives the shapes `state` must have.
+    source: what to name in the error (file or model).
+    ignore: keys of `state` that may be present without being converted (see `check_keys`).
+
+  Returns:
+    The parameter tree (nested dicts of float32 numpy arrays).
+
+  Raises:
+    ValueError: listing every missing, unexpected and mis-shaped key.
+  """
+  check_keys(state, torch_shapes(shapes, key_fn, to_torch), source, ignore)
+  return unflatten(
+    {path: np.asarray(to_flax(path, state[key_fn(path)]), np.float32) for path in shapes}
+  )
+
+
+def state_dict_from_params(params: Any, key_fn: KeyFn, to_torch: LayoutFn) -> StateDict:
+  """A parameter tree as a state dict; the inverse of `params_from_state_dict`.
+
+  Args:
+    params: the parameter tree.
+    key_fn: the converter's path -> state-dict key.
+    to_torch: the converter's Flax -> PyTorch layout.
+
+  Returns:
+    State-dict key -> numpy array in PyTorch layout (dtypes as in `params`).
+  """
+  return {key_fn(path): to_torch(path, np.asarray(leaf)) for path, leaf in flatten(params).items()}

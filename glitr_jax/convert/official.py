@@ -81,29 +81,15 @@ def to_flax_layout(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
 
 
 def param_shapes(model_config: ml_collections.ConfigDict) -> dict[tuple[str, ...], tuple]:
+  """Parameter path -> shape of the GliTr the config defines (traced, nothing computed)."""
   model = glitr.GliTr.from_config(model_config)
-  shapes = jax.eval_shape(model.init, jax.random.key(0))
-  flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
-  return {tuple(k.key for k in path): leaf.shape for path, leaf in flat}
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
-  tree: dict = {}
-  for path, value in flat.items():
-    node = tree
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
-    node[path[-1]] = value
-  return tree
+  shapes = common.flatten(jax.eval_shape(model.init, jax.random.key(0)))
+  return {path: tuple(leaf.shape) for path, leaf in shapes.items()}
 
 
 def expected_state_dict_shapes(model_config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Official key -> PyTorch shape, for the model the config defines."""
-  out = {}
-  for path, shape in param_shapes(model_config).items():
-    dummy = np.empty(shape, np.float32)
-    out[official_key(path)] = to_torch_layout(path, dummy).shape
-  return out
+  return common.torch_shapes(param_shapes(model_config), official_key, to_torch_layout)
 
 
 def from_state_dict(
@@ -111,28 +97,28 @@ def from_state_dict(
   model_config: ml_collections.ConfigDict,
   source: str = '<mapping>',
 ) -> Params:
-  """Official state dict -> GliTr parameters (strict: every key, no extra, right shapes)."""
-  shapes = param_shapes(model_config)
-  expected = {
-    official_key(p): to_torch_layout(p, np.empty(s, np.float32)).shape for p, s in shapes.items()
-  }
-  common.check_keys(state, expected, source)
-  flat = {
-    path: jnp.asarray(to_flax_layout(path, state[official_key(path)]), jnp.float32)
-    for path in shapes
-  }
-  return _unflatten(flat)
+  """Official state dict -> GliTr parameters (strict: every key, no extra, right shapes).
+
+  Args:
+    state: the official state dict (the `model` entry of the release's file).
+    model_config: the model config the checkpoint was trained with.
+    source: what to name in the error.
+
+  Returns:
+    GliTr parameters (float32 jax arrays).
+
+  Raises:
+    ValueError: listing every missing, unexpected and mis-shaped key.
+  """
+  params = common.params_from_state_dict(
+    state, param_shapes(model_config), official_key, to_flax_layout, to_torch_layout, source
+  )
+  return jax.tree.map(jnp.asarray, params)
 
 
 def to_state_dict(params: Params) -> dict[str, np.ndarray]:
   """GliTr parameters -> official state dict (numpy arrays, PyTorch layouts)."""
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {
-    official_key(tuple(k.key for k in path)): to_torch_layout(
-      tuple(k.key for k in path), np.asarray(leaf)
-    )
-    for path, leaf in flat
-  }
+  return common.state_dict_from_params(params, official_key, to_torch_layout)
 
 
 def load_official(

@@ -41,6 +41,19 @@ def _ignored(key: str) -> bool:
   return key.startswith(_IGNORED) or key == 'masked_embed'
 
 
+# Tf's parameters without the leading 'backbone', under official.py's rules for the full path.
+def _key(path: tuple[str, ...]) -> str:
+  return official.official_key(('backbone',) + path)[len('backbone.') :]
+
+
+def _to_flax(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+  return official.to_flax_layout(('backbone',) + path, value)
+
+
+def _to_torch(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+  return official.to_torch_layout(('backbone',) + path, value)
+
+
 def backbone_from_state_dict(
   state: Mapping[str, np.ndarray], backbone_shapes: Mapping[tuple[str, ...], tuple], source: str
 ) -> dict:
@@ -51,6 +64,13 @@ def backbone_from_state_dict(
       `norm.*`).
     backbone_shapes: path (without the leading 'backbone') -> shape, from the model config.
     source: name for errors.
+
+  Returns:
+    The 'backbone' parameter subtree (numpy float32 arrays).
+
+  Raises:
+    ValueError: a pos_embed without its class-token row, or every missing, unexpected and
+      mis-shaped key.
   """
   state = _strip_prefixes(state)
   if 'pos_embed' in state:
@@ -66,21 +86,9 @@ def backbone_from_state_dict(
     state = dict(state)
     state['cls_embed'] = pos[:, :1]
     state['pos_embed'] = pos[:, 1:]
-  expected = {}
-  for path, shape in backbone_shapes.items():
-    full = ('backbone',) + path
-    key = official.official_key(full)[len('backbone.') :]
-    expected[key] = official.to_torch_layout(full, np.empty(shape, np.float32)).shape
-  common.check_keys(state, expected, source, ignore=_ignored)
-  out: dict = {}
-  for path in backbone_shapes:
-    full = ('backbone',) + path
-    key = official.official_key(full)[len('backbone.') :]
-    node = out
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
-    node[path[-1]] = np.asarray(official.to_flax_layout(full, state[key]), np.float32)
-  return out
+  return common.params_from_state_dict(
+    state, backbone_shapes, _key, _to_flax, _to_torch, source, ignore=_ignored
+  )
 
 
 def load_vit_backbone(

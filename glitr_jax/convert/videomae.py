@@ -172,29 +172,15 @@ def param_shapes(
   clip = jax.ShapeDtypeStruct(
     (1, model.num_frames, model.image_size, model.image_size, 3), jnp.float32
   )
-  shapes = jax.eval_shape(model.init, jax.random.key(0), clip)['params']
-  flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
-  return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
+  shapes = common.flatten(jax.eval_shape(model.init, jax.random.key(0), clip)['params'])
+  return {path: tuple(leaf.shape) for path, leaf in shapes.items()}
 
 
 def expected_state_dict_shapes(
   config_or_kwargs: Mapping[str, Any] | videomae.VideoMAE,
 ) -> dict[str, tuple[int, ...]]:
   """Official key -> PyTorch shape, for the model the config defines."""
-  return {
-    videomae_key(path): to_torch_layout(path, np.empty(shape, np.float32)).shape
-    for path, shape in param_shapes(config_or_kwargs).items()
-  }
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
-  tree: dict = {}
-  for path, value in flat.items():
-    node = tree
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
-    node[path[-1]] = value
-  return tree
+  return common.torch_shapes(param_shapes(config_or_kwargs), videomae_key, to_torch_layout)
 
 
 def is_transformers_state_dict(state: Mapping[str, Any]) -> bool:
@@ -354,26 +340,15 @@ def from_state_dict(
   """
   if is_transformers_state_dict(state):
     state = official_from_transformers(state, config_or_kwargs, source)
-  shapes = param_shapes(config_or_kwargs)
-  expected = {
-    videomae_key(p): to_torch_layout(p, np.empty(s, np.float32)).shape for p, s in shapes.items()
-  }
-  common.check_keys(state, expected, source)
-  flat = {
-    path: jnp.asarray(to_flax_layout(path, state[videomae_key(path)]), jnp.float32)
-    for path in shapes
-  }
-  return _unflatten(flat)
+  params = common.params_from_state_dict(
+    state, param_shapes(config_or_kwargs), videomae_key, to_flax_layout, to_torch_layout, source
+  )
+  return jax.tree.map(jnp.asarray, params)
 
 
 def to_state_dict(params: Params) -> dict[str, np.ndarray]:
   """VideoMAE parameters -> official state dict (numpy arrays, PyTorch layouts)."""
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  out = {}
-  for key_path, leaf in flat:
-    path = tuple(k.key for k in key_path)
-    out[videomae_key(path)] = to_torch_layout(path, np.asarray(leaf))
-  return out
+  return common.state_dict_from_params(params, videomae_key, to_torch_layout)
 
 
 def load_videomae(
