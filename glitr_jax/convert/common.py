@@ -11,11 +11,12 @@ A state dict comes from
   or any mapping of key -> array.
 Every floating-point entry must be finite: a NaN or Inf is refused at import, naming the key.
 
-A converter (official.py, videomae.py, timm_vit.py) is three functions of a parameter path, e.g.
-('blocks_0', 'attn', 'qkv', 'kernel'): its state-dict key, and its tensor in the PyTorch and in the
-Flax layout; `params_from_state_dict` and `state_dict_from_params` apply them to a whole tree.
+A converter (official.py, videomae.py, timm_vit.py) is a `StateDictLayout`: three functions of a
+parameter path, e.g. ('blocks_0', 'attn', 'qkv', 'kernel'), giving its state-dict key and its
+tensor in the PyTorch and in the Flax layout, which the layout applies to a whole tree.
 """
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -25,6 +26,7 @@ from typing import Any
 # ml_dtypes (a JAX dependency) registers bfloat16 with numpy, so that safetensors.numpy can read
 # bfloat16 checkpoints, as hub uploads often are.
 import jax
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import safetensors
@@ -257,6 +259,34 @@ def check_keys(
     raise ValueError(f'{source} does not match the model config:\n  ' + '\n  '.join(parts))
 
 
+# timm's module names where the Flax models' differ (Tf and VideoMAE are both timm ViTs).
+TIMM_NAMES = {'patch_embed': 'patch_embed.proj'}
+
+
+def torch_key(path: ParamPath, names: Mapping[str, str] = TIMM_NAMES) -> str:
+  """The PyTorch state-dict key of a parameter path, in timm's naming.
+
+  `blocks_3` becomes `blocks.3`, a last `kernel` or `scale` becomes `weight`, a module named in
+  `names` takes its PyTorch name, and every other name stays.
+
+  Args:
+    path: the parameter's path, e.g. ('blocks_0', 'norm1', 'scale').
+    names: Flax module name -> PyTorch name (dotted where PyTorch nests deeper).
+
+  Returns:
+    The key, e.g. 'blocks.0.norm1.weight'.
+  """
+  parts = []
+  for i, name in enumerate(path):
+    if name.startswith('blocks_'):
+      parts += ['blocks', name[len('blocks_') :]]
+    elif i == len(path) - 1 and name in ('kernel', 'scale'):
+      parts.append('weight')
+    else:
+      parts.append(names.get(name, name))
+  return '.'.join(parts)
+
+
 def flatten(tree: Any) -> dict[ParamPath, Any]:
   """A parameter tree (nested dicts) as path -> leaf."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
@@ -274,66 +304,71 @@ def unflatten(flat: Mapping[ParamPath, Any]) -> dict:
   return tree
 
 
-def torch_shapes(
-  shapes: Mapping[ParamPath, tuple[int, ...]], key_fn: KeyFn, to_torch: LayoutFn
-) -> dict[str, tuple[int, ...]]:
-  """State-dict key -> PyTorch shape, for parameters of the given (Flax) shapes.
+@dataclasses.dataclass(frozen=True)
+class StateDictLayout:
+  """How a model's parameters sit in a PyTorch state dict: three functions of a parameter path.
 
-  Args:
-    shapes: parameter path -> shape (from the model config, e.g. through jax.eval_shape).
-    key_fn: the converter's path -> state-dict key.
-    to_torch: the converter's Flax -> PyTorch layout.
-
-  Returns:
-    The state dict's keys and shapes that the parameters correspond to.
+  Attributes:
+    key: path -> state-dict key.
+    to_flax: (path, PyTorch tensor) -> the Flax parameter.
+    to_torch: (path, Flax parameter) -> the PyTorch tensor; the inverse of `to_flax`.
   """
-  return {
-    key_fn(path): tuple(to_torch(path, np.empty(shape, np.float32)).shape)
-    for path, shape in shapes.items()
-  }
 
+  key: KeyFn
+  to_flax: LayoutFn
+  to_torch: LayoutFn
 
-def params_from_state_dict(
-  state: Mapping[str, np.ndarray],
-  shapes: Mapping[ParamPath, tuple[int, ...]],
-  key_fn: KeyFn,
-  to_flax: LayoutFn,
-  to_torch: LayoutFn,
-  source: str,
-  ignore: Callable[[str], bool] = lambda key: False,
-) -> dict:
-  """A state dict as the parameter tree of the given shapes (strict: every key, right shapes).
+  def torch_shapes(self, shapes: Mapping[ParamPath, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """State-dict key -> PyTorch shape, for parameters of the given (Flax) shapes.
 
-  Args:
-    state: the state dict (key -> array in PyTorch layout).
-    shapes: parameter path -> shape of the tree to build (from the model config).
-    key_fn: the converter's path -> state-dict key.
-    to_flax: the converter's PyTorch -> Flax layout.
-    to_torch: its inverse, which gives the shapes `state` must have.
-    source: what to name in the error (file or model).
-    ignore: keys of `state` that may be present without being converted (see `check_keys`).
+    Args:
+      shapes: parameter path -> shape (from the model config, e.g. through jax.eval_shape).
 
-  Returns:
-    The parameter tree (nested dicts of float32 numpy arrays).
+    Returns:
+      The state dict's keys and shapes that the parameters correspond to.
+    """
+    return {
+      self.key(path): tuple(self.to_torch(path, np.empty(shape, np.float32)).shape)
+      for path, shape in shapes.items()
+    }
 
-  Raises:
-    ValueError: listing every missing, unexpected and mis-shaped key.
-  """
-  check_keys(state, torch_shapes(shapes, key_fn, to_torch), source, ignore)
-  return unflatten(
-    {path: np.asarray(to_flax(path, state[key_fn(path)]), np.float32) for path in shapes}
-  )
+  def params_from_state_dict(
+    self,
+    state: Mapping[str, np.ndarray],
+    shapes: Mapping[ParamPath, tuple[int, ...]],
+    source: str,
+    ignore: Callable[[str], bool] = lambda key: False,
+  ) -> dict:
+    """A state dict as the parameter tree of the given shapes (strict: every key, right shapes).
 
+    Args:
+      state: the state dict (key -> array in PyTorch layout).
+      shapes: parameter path -> shape of the tree to build (from the model config).
+      source: what to name in the error (file or model).
+      ignore: keys of `state` that may be present without being converted (see `check_keys`).
 
-def state_dict_from_params(params: Any, key_fn: KeyFn, to_torch: LayoutFn) -> StateDict:
-  """A parameter tree as a state dict; the inverse of `params_from_state_dict`.
+    Returns:
+      The parameter tree (nested dicts of float32 jax arrays).
 
-  Args:
-    params: the parameter tree.
-    key_fn: the converter's path -> state-dict key.
-    to_torch: the converter's Flax -> PyTorch layout.
+    Raises:
+      ValueError: listing every missing, unexpected and mis-shaped key.
+    """
+    check_keys(state, self.torch_shapes(shapes), source, ignore)
+    flat = {
+      path: jnp.asarray(self.to_flax(path, state[self.key(path)]), jnp.float32) for path in shapes
+    }
+    return unflatten(flat)
 
-  Returns:
-    State-dict key -> numpy array in PyTorch layout (dtypes as in `params`).
-  """
-  return {key_fn(path): to_torch(path, np.asarray(leaf)) for path, leaf in flatten(params).items()}
+  def state_dict_from_params(self, params: Any) -> StateDict:
+    """A parameter tree as a state dict; the inverse of `params_from_state_dict`.
+
+    Args:
+      params: the parameter tree.
+
+    Returns:
+      State-dict key -> numpy array in PyTorch layout (dtypes as in `params`).
+    """
+    return {
+      self.key(path): self.to_torch(path, np.asarray(leaf))
+      for path, leaf in flatten(params).items()
+    }

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -30,26 +29,17 @@ from glitr_jax.models import glitr
 
 Params = Any
 _CONV = 'patch_embed'  # the ViT's patch embedding: a PyTorch Conv2d
+# Module names of the official code where glitr-jax's differ: timm's, and Tc's and Tl's embedding.
+_NAMES = {
+  **common.TIMM_NAMES,
+  'embed_proj': 'patch_embed.embed_layer.0',
+  'embed_norm': 'patch_embed.embed_layer.1',
+}
 
 
 def official_key(path: tuple[str, ...]) -> str:
   """The official state-dict key of a parameter path, e.g. ('backbone', 'blocks_0', ...)."""
-  parts = []
-  for i, name in enumerate(path):
-    last = i == len(path) - 1
-    if name.startswith('blocks_'):
-      parts += ['blocks', name[len('blocks_') :]]
-    elif name == 'embed_proj':
-      parts.append('patch_embed.embed_layer.0')
-    elif name == 'embed_norm':
-      parts.append('patch_embed.embed_layer.1')
-    elif name == _CONV and path[0] == 'backbone':
-      parts.append('patch_embed.proj')
-    elif last and name in ('kernel', 'scale'):
-      parts.append('weight')
-    else:
-      parts.append(name)
-  return '.'.join(parts)
+  return common.torch_key(path, _NAMES)
 
 
 def _is_conv(path: tuple[str, ...]) -> bool:
@@ -80,6 +70,9 @@ def to_flax_layout(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
   return value
 
 
+LAYOUT = common.StateDictLayout(official_key, to_flax_layout, to_torch_layout)
+
+
 def param_shapes(model_config: ml_collections.ConfigDict) -> dict[tuple[str, ...], tuple]:
   """Parameter path -> shape of the GliTr the config defines (traced, nothing computed)."""
   model = glitr.GliTr.from_config(model_config)
@@ -89,7 +82,7 @@ def param_shapes(model_config: ml_collections.ConfigDict) -> dict[tuple[str, ...
 
 def expected_state_dict_shapes(model_config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Official key -> PyTorch shape, for the model the config defines."""
-  return common.torch_shapes(param_shapes(model_config), official_key, to_torch_layout)
+  return LAYOUT.torch_shapes(param_shapes(model_config))
 
 
 def from_state_dict(
@@ -110,15 +103,11 @@ def from_state_dict(
   Raises:
     ValueError: listing every missing, unexpected and mis-shaped key.
   """
-  params = common.params_from_state_dict(
-    state, param_shapes(model_config), official_key, to_flax_layout, to_torch_layout, source
-  )
-  return jax.tree.map(jnp.asarray, params)
+  return LAYOUT.params_from_state_dict(state, param_shapes(model_config), source)
 
 
-def to_state_dict(params: Params) -> dict[str, np.ndarray]:
-  """GliTr parameters -> official state dict (numpy arrays, PyTorch layouts)."""
-  return common.state_dict_from_params(params, official_key, to_torch_layout)
+# GliTr parameters -> official state dict (numpy arrays, PyTorch layouts).
+to_state_dict = LAYOUT.state_dict_from_params
 
 
 def load_official(

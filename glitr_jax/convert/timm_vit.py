@@ -54,6 +54,9 @@ def _to_torch(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
   return official.to_torch_layout(('backbone',) + path, value)
 
 
+_LAYOUT = common.StateDictLayout(_key, _to_flax, _to_torch)
+
+
 def backbone_from_state_dict(
   state: Mapping[str, np.ndarray], backbone_shapes: Mapping[tuple[str, ...], tuple], source: str
 ) -> dict:
@@ -66,7 +69,7 @@ def backbone_from_state_dict(
     source: name for errors.
 
   Returns:
-    The 'backbone' parameter subtree (numpy float32 arrays).
+    The 'backbone' parameter subtree (float32 jax arrays).
 
   Raises:
     ValueError: a pos_embed without its class-token row, or every missing, unexpected and
@@ -86,9 +89,7 @@ def backbone_from_state_dict(
     state = dict(state)
     state['cls_embed'] = pos[:, :1]
     state['pos_embed'] = pos[:, 1:]
-  return common.params_from_state_dict(
-    state, backbone_shapes, _key, _to_flax, _to_torch, source, ignore=_ignored
-  )
+  return _LAYOUT.params_from_state_dict(state, backbone_shapes, source, ignore=_ignored)
 
 
 def load_vit_backbone(
@@ -104,7 +105,7 @@ def load_vit_backbone(
     model_config: the GliTr model config whose Tf the weights are for.
 
   Returns:
-    The 'backbone' parameter subtree (numpy float32 arrays).
+    The 'backbone' parameter subtree (float32 jax arrays).
 
   Raises:
     FileNotFoundError: the file does not exist, or a directory holds no weights.

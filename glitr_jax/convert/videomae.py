@@ -120,18 +120,7 @@ BIAS_NONE = 'none'  # qkv_bias=false
 
 def videomae_key(path: tuple[str, ...]) -> str:
   """The official state-dict key of a parameter path, e.g. ('blocks_0', 'attn', 'q_bias')."""
-  parts = []
-  for i, name in enumerate(path):
-    last = i == len(path) - 1
-    if name.startswith('blocks_'):
-      parts += ['blocks', name[len('blocks_') :]]
-    elif name == 'patch_embed':
-      parts += ['patch_embed', 'proj']
-    elif last and name in ('kernel', 'scale'):
-      parts.append('weight')
-    else:
-      parts.append(name)
-  return '.'.join(parts)
+  return common.torch_key(path)
 
 
 def _is_conv(path: tuple[str, ...]) -> bool:
@@ -158,6 +147,9 @@ def to_flax_layout(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
   return value
 
 
+LAYOUT = common.StateDictLayout(videomae_key, to_flax_layout, to_torch_layout)
+
+
 def _model(config_or_kwargs: Mapping[str, Any] | videomae.VideoMAE) -> videomae.VideoMAE:
   if isinstance(config_or_kwargs, videomae.VideoMAE):
     return config_or_kwargs
@@ -180,7 +172,7 @@ def expected_state_dict_shapes(
   config_or_kwargs: Mapping[str, Any] | videomae.VideoMAE,
 ) -> dict[str, tuple[int, ...]]:
   """Official key -> PyTorch shape, for the model the config defines."""
-  return common.torch_shapes(param_shapes(config_or_kwargs), videomae_key, to_torch_layout)
+  return LAYOUT.torch_shapes(param_shapes(config_or_kwargs))
 
 
 def is_transformers_state_dict(state: Mapping[str, Any]) -> bool:
@@ -340,15 +332,11 @@ def from_state_dict(
   """
   if is_transformers_state_dict(state):
     state = official_from_transformers(state, config_or_kwargs, source)
-  params = common.params_from_state_dict(
-    state, param_shapes(config_or_kwargs), videomae_key, to_flax_layout, to_torch_layout, source
-  )
-  return jax.tree.map(jnp.asarray, params)
+  return LAYOUT.params_from_state_dict(state, param_shapes(config_or_kwargs), source)
 
 
-def to_state_dict(params: Params) -> dict[str, np.ndarray]:
-  """VideoMAE parameters -> official state dict (numpy arrays, PyTorch layouts)."""
-  return common.state_dict_from_params(params, videomae_key, to_torch_layout)
+# VideoMAE parameters -> official state dict (numpy arrays, PyTorch layouts).
+to_state_dict = LAYOUT.state_dict_from_params
 
 
 def load_videomae(
