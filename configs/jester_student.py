@@ -14,14 +14,6 @@ from configs import ssv2_student
 
 
 def get_config(arg=None):
-  """configs/ssv2_student.py with what Jester changes: data, sizes, rates, batch.
-
-  Args:
-    arg: as configs/ssv2_student.py takes it.
-
-  Returns:
-    The experiment config.
-  """
   c = ssv2_student.get_config(arg)
   c.model.num_classes = 27
   c.model.num_frames = 8

@@ -15,14 +15,6 @@ from configs import ssv2_teacher
 
 
 def get_config(arg=None):
-  """configs/ssv2_teacher.py with what Jester changes: data, sizes, rates and initialisation, batch.
-
-  Args:
-    arg: as configs/ssv2_teacher.py takes it.
-
-  Returns:
-    The experiment config.
-  """
   c = ssv2_teacher.get_config(arg)
   c.model.num_classes = 27
   c.model.num_frames = 8
