@@ -1,4 +1,4 @@
-r"""Jester teacher (paper section 5, DESIGN.md section 3), initialised from the SSv2 teacher.
+r"""Jester teacher (paper section 5, docs/design.md 3.2), initialised from the SSv2 teacher.
 
   python main.py --config=configs/jester_teacher.py --workdir=$WORKDIR \
       --config.init.checkpoint=$SSV2_TEACHER_WORKDIR --config.data.data_dir=$TFDS_DATA_DIR

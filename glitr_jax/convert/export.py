@@ -4,7 +4,7 @@ r"""Writes a trained workdir's GliTr as an official checkpoint (the official rel
       --out=glitr.safetensors
 
 The output is the official state dict (`backbone.*`, `temporal_head.*`, `temploc_head.*` in
-PyTorch layouts, glitr_jax.convert.official; docs/design.md section 1), which
+PyTorch layouts, glitr_jax.convert.official; docs/design.md 1.7), which
 `glitr_jax.convert.load_official` (and the official PyTorch code, for `.pth`) reads back. The
 format follows the extension:
   .safetensors  the flat state dict (safetensors.numpy; no torch needed), with the step and the

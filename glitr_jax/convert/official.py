@@ -1,7 +1,7 @@
 """Official GliTr checkpoints (facebookresearch/GliTr) <-> glitr-jax parameters.
 
 The official file is `torch.save({'model': state_dict, 'optimizerB': ..., ...})` with keys
-(docs/design.md section 1) `backbone.*` (Tf), `temporal_head.*` (Tc) and `temploc_head.*` (Tl).
+(docs/design.md 1.7) `backbone.*` (Tf), `temporal_head.*` (Tc) and `temploc_head.*` (Tl).
 Every key maps to one parameter of `glitr_jax.models.glitr.GliTr` by a fixed rule:
 
   backbone.blocks.3.attn.qkv.weight        (3D, D)      -> backbone/blocks_3/attn/qkv/kernel (D,3D)

@@ -6,7 +6,7 @@ ft_in1k or timm/deit_small_patch16_224.fb_in1k, alone or in the hub's directory)
 names: `cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.N.{norm1, attn.qkv, attn.proj,
 norm2, mlp.fc1, mlp.fc2}.*`, `norm.*`. They store one position embedding `pos_embed`
 (1, 1 + G*G, D) whose first row belongs to the class token; GliTr keeps that row as `cls_embed` and
-the G x G patch grid as `pos_embed` (docs/design.md section 1), as the official code does. A
+the G x G patch grid as `pos_embed` (docs/design.md 1.2), as the official code does. A
 classification head (`head.*`), iBOT's `masked_embed` and DINO/iBOT projection heads are not part
 of Tf and are ignored; anything else unknown is an error.
 """

@@ -42,9 +42,9 @@ The hub's uploads (written by transformers 4.x) keep `q_bias`/`v_bias` and no ke
 official model does. transformers >= 5 makes the three Linears carry biases of their own and saves
 `query.bias`, `key.bias`, `value.bias`; those load too: query.bias and value.bias are q_bias and
 v_bias, and key.bias is dropped, which changes no output, because a key bias adds q . b_k to every
-logit of a query and the softmax cancels it (docs/design.md section 1, "VideoMAE ViT-B/16"). (Note
-that transformers 5.17 itself drops a hub checkpoint's q_bias/v_bias as unexpected keys and starts
-its Linears' biases at zero.)
+logit of a query and the softmax cancels it (docs/design.md 1.8). (Note that transformers 5.17
+itself drops a hub checkpoint's q_bias/v_bias as unexpected keys and starts its Linears' biases at
+zero.)
 
 The sizes come from `config.json` (transformers' VideoMAEConfig defaults for fields it leaves out)
 and must equal the model config's (`offline.videomae`); every difference is named in one error.
