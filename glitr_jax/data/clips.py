@@ -147,7 +147,9 @@ def device_train_clip(
     i: _decode_for_canvas(bytes(frames_jpeg[i]), scale, spec.canvas) for i in set(indices.tolist())
   }
   dec_h, dec_w = next(iter(decoded.values())).shape[:2]
-  canvas = np.zeros((spec.num_frames, *spec.canvas, 3), np.uint8)
+  canvas = np.empty((spec.num_frames, *spec.canvas, 3), np.uint8)
+  canvas[:, dec_h:] = 0  # the padding is zeros (batches are deterministic)
+  canvas[:, :dec_h, dec_w:] = 0
   for t, i in enumerate(indices.tolist()):
     canvas[t, :dec_h, :dec_w] = decoded[i]
   if (dec_h, dec_w) == (-(-height // scale), -(-width // scale)):
