@@ -30,12 +30,12 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import safetensors.torch
+import tiny
 import torch
 
 from configs import common as configs_common
 from glitr_jax import convert, inference
 from glitr_jax.convert import videomae as videomae_convert
-from glitr_jax.models import config as model_config_lib
 from glitr_jax.models import videomae
 
 
@@ -98,18 +98,13 @@ from timm.models import vision_transformer as timm_vit  # noqa: E402
 _mark_torchvision_absent()  # the stand-in served timm's import only
 
 # ------------------------------------------------------------------------- VideoMAE (transformers)
-# 4 frames of 32 px, 2x8x8 tubelets: 32 tokens of width 32; 5 classes.
-TINY = dict(
-  hidden_size=32,
-  depth=2,
-  num_heads=2,
-  mlp_ratio=2.0,
-  tubelet_size=2,
-  patch_size=8,
-  num_frames=4,
-  image_size=32,
-  num_classes=5,
-)
+TINY = tiny.VIDEOMAE  # 4 frames of 32 px, 2x8x8 tubelets: 32 tokens of width 32; 5 classes.
+# transformers' VideoMAEConfig names of the fields whose names differ.
+_HF_NAMES = {
+  'depth': 'num_hidden_layers',
+  'num_heads': 'num_attention_heads',
+  'num_classes': 'num_labels',
+}
 
 
 def offline_videomae_config(**overrides):
@@ -120,19 +115,11 @@ def offline_videomae_config(**overrides):
 
 
 def hf_config(**overrides):
-  fields = dict(
-    image_size=32,
-    patch_size=8,
-    num_frames=4,
-    tubelet_size=2,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    num_labels=5,
-    # The official model's epsilon: transformers' default 1e-12 is the port's, not VideoMAE's.
-    layer_norm_eps=1e-6,
-  )
+  """transformers' config of a VideoMAE at the TINY sizes."""
+  fields = {_HF_NAMES.get(k, k): v for k, v in TINY.items() if k != 'mlp_ratio'}
+  fields['intermediate_size'] = int(TINY['hidden_size'] * TINY['mlp_ratio'])
+  # The official model's epsilon: transformers' default 1e-12 is the port's, not VideoMAE's.
+  fields['layer_norm_eps'] = 1e-6
   fields.update(overrides)
   return transformers.VideoMAEConfig(**fields)
 
@@ -306,17 +293,7 @@ def test_transformers_keys_missing_or_extra_are_listed(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ timm ViTs
-MICRO = model_config_lib.get_model_config(
-  hidden_size=48,
-  depth=2,
-  num_heads=3,
-  temporal_hidden_size=96,
-  temporal_depth=4,
-  temporal_heads=6,
-  num_classes=5,
-  num_frames=4,
-  glimpse_patches=6,
-)
+MICRO = tiny.micro_model_config()
 
 
 def random_timm_vit(seed=0, **overrides):

@@ -25,44 +25,17 @@ import orbax.checkpoint as ocp
 import pytest
 import safetensors.numpy
 import safetensors.torch
+import tiny
 import torch
 import torch.nn.functional as F
 
 from glitr_jax import convert, glimpse, inference
 from glitr_jax.convert import export, timm_vit
-from glitr_jax.models import config as model_config_lib
 from glitr_jax.train import checkpoints
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-MICRO = model_config_lib.get_model_config(
-  hidden_size=48,
-  depth=2,
-  num_heads=3,
-  temporal_hidden_size=96,
-  temporal_depth=4,
-  temporal_heads=6,
-  num_classes=5,
-  num_frames=4,
-  glimpse_patches=6,
-)
-
-
-def block_keys(prefix, width, mlp):
-  return {
-    f'{prefix}.norm1.weight': (width,),
-    f'{prefix}.norm1.bias': (width,),
-    f'{prefix}.attn.qkv.weight': (3 * width, width),
-    f'{prefix}.attn.qkv.bias': (3 * width,),
-    f'{prefix}.attn.proj.weight': (width, width),
-    f'{prefix}.attn.proj.bias': (width,),
-    f'{prefix}.norm2.weight': (width,),
-    f'{prefix}.norm2.bias': (width,),
-    f'{prefix}.mlp.fc1.weight': (mlp, width),
-    f'{prefix}.mlp.fc1.bias': (mlp,),
-    f'{prefix}.mlp.fc2.weight': (width, mlp),
-    f'{prefix}.mlp.fc2.bias': (width,),
-  }
+MICRO = tiny.micro_model_config()
 
 
 def official_shapes(d=48, depth=2, e=96, tdepth=4, classes=5, frames=4, patch=16, grid=14):
@@ -77,7 +50,7 @@ def official_shapes(d=48, depth=2, e=96, tdepth=4, classes=5, frames=4, patch=16
     'backbone.norm.bias': (d,),
   }
   for i in range(depth):
-    shapes.update(block_keys(f'backbone.blocks.{i}', d, 4 * d))
+    shapes.update(tiny.vit_block_shapes(f'backbone.blocks.{i}', d, 4 * d))
   for head in ('temporal_head', 'temploc_head'):
     shapes[f'{head}.tmp_embed'] = (1, frames, e)
     shapes[f'{head}.patch_embed.embed_layer.0.weight'] = (e, d)
@@ -87,7 +60,7 @@ def official_shapes(d=48, depth=2, e=96, tdepth=4, classes=5, frames=4, patch=16
     shapes[f'{head}.norm.weight'] = (e,)
     shapes[f'{head}.norm.bias'] = (e,)
     for i in range(tdepth):
-      shapes.update(block_keys(f'{head}.blocks.{i}', e, 4 * e))
+      shapes.update(tiny.vit_block_shapes(f'{head}.blocks.{i}', e, 4 * e))
   shapes['temporal_head.head.weight'] = (classes, e)
   shapes['temporal_head.head.bias'] = (classes,)
   shapes['temploc_head.head.weight'] = (2, e)
@@ -325,7 +298,7 @@ def timm_state_dict(d=48, depth=2, seed=4):
     'head.bias': (1000,),
   }
   for i in range(depth):
-    shapes.update(block_keys(f'blocks.{i}', d, 4 * d))
+    shapes.update(tiny.vit_block_shapes(f'blocks.{i}', d, 4 * d))
   rng = np.random.default_rng(seed)
   return {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
 

@@ -1,9 +1,9 @@
 """VideoMAE, the offline model behind L_dist: model, importer, offline model, L_dist, precompute.
 
-The reference semantics are written here from DESIGN.md section 1 ("VideoMAE ViT-B/16") in plain
-float64 NumPy, independently of the Flax code: the Conv3d tubelet embedding as a loop over cubes
-in (t, h, w) order, the sinusoid table element by element, the blocks with
-qkv bias = cat(q_bias, 0, v_bias), mean pooling, fc_norm and head.
+The reference semantics are written here from docs/design.md 1.8 in plain float64 NumPy,
+independently of the Flax code: the Conv3d tubelet embedding as a loop over cubes in (t, h, w)
+order, the sinusoid table element by element, the blocks with qkv bias = cat(q_bias, 0, v_bias),
+mean pooling, fc_norm and head.
 """
 
 import math
@@ -25,23 +25,12 @@ from glitr_jax.tools import precompute_offline_logits as tool
 sys.path.insert(0, os.path.dirname(__file__))
 import tiny  # noqa: E402
 
-# 4 frames of 32 px, 2x8x8 tubelets: 2 x 4 x 4 = 32 tokens of width 32.
-TINY = dict(
-  hidden_size=32,
-  depth=2,
-  num_heads=2,
-  mlp_ratio=2.0,
-  tubelet_size=2,
-  patch_size=8,
-  num_frames=4,
-  image_size=32,
-  num_classes=5,
-)
+TINY = tiny.VIDEOMAE  # 4 frames of 32 px, 2x8x8 tubelets: 2 x 4 x 4 = 32 tokens of width 32.
 LN_EPS = 1e-6
 
 
 def official_shapes(d, depth, classes, mlp, tubelet=2, patch=16):
-  """The official fine-tuned state dict's keys and shapes, written from DESIGN.md."""
+  """The official fine-tuned state dict's keys and shapes, written from docs/design.md 1.8."""
   shapes = {
     'patch_embed.proj.weight': (d, 3, tubelet, patch, patch),
     'patch_embed.proj.bias': (d,),
@@ -51,24 +40,7 @@ def official_shapes(d, depth, classes, mlp, tubelet=2, patch=16):
     'head.bias': (classes,),
   }
   for i in range(depth):
-    b = f'blocks.{i}'
-    shapes.update(
-      {
-        f'{b}.norm1.weight': (d,),
-        f'{b}.norm1.bias': (d,),
-        f'{b}.attn.qkv.weight': (3 * d, d),
-        f'{b}.attn.q_bias': (d,),
-        f'{b}.attn.v_bias': (d,),
-        f'{b}.attn.proj.weight': (d, d),
-        f'{b}.attn.proj.bias': (d,),
-        f'{b}.norm2.weight': (d,),
-        f'{b}.norm2.bias': (d,),
-        f'{b}.mlp.fc1.weight': (mlp, d),
-        f'{b}.mlp.fc1.bias': (mlp,),
-        f'{b}.mlp.fc2.weight': (d, mlp),
-        f'{b}.mlp.fc2.bias': (d,),
-      }
-    )
+    shapes.update(tiny.vit_block_shapes(f'blocks.{i}', d, mlp, qkv_bias='q_v'))
   return shapes
 
 
