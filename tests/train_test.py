@@ -205,14 +205,17 @@ def test_run_killed_after_a_checkpoint_resumes_bit_for_bit(data_dir, tmp_path):
 
   data.dataset_info(tiny_train_config('teacher', data_dir).data)
 
+  def run_to_the_end(workdir):
+    subprocess.run(
+      main_command(workdir, data_dir, *flags),
+      env=subprocess_env(),
+      check=True,
+      cwd=REPO,
+      capture_output=True,
+    )
+
   straight = tmp_path / 'straight'
-  subprocess.run(
-    main_command(straight, data_dir, *flags),
-    env=subprocess_env(),
-    check=True,
-    cwd=REPO,
-    capture_output=True,
-  )
+  run_to_the_end(straight)
 
   killed = tmp_path / 'killed'
   for _ in range(3):  # the kill must land between the step-10 checkpoint and the end
@@ -229,13 +232,7 @@ def test_run_killed_after_a_checkpoint_resumes_bit_for_bit(data_dir, tmp_path):
   else:
     pytest.fail('the run finished before it could be killed three times in a row')
   assert first.exists()
-  subprocess.run(
-    main_command(killed, data_dir, *flags),
-    env=subprocess_env(),
-    check=True,
-    cwd=REPO,
-    capture_output=True,
-  )
+  run_to_the_end(killed)
 
   config = tiny_train_config('teacher', data_dir)
   a, step_a = checkpoints.load_params(str(straight), config.model)
