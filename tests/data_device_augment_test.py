@@ -8,12 +8,14 @@ images, the worst case is in brackets):
   exact floor(255 (v - lo) / (hi - lo)) used here on 0.14% of (lo, hi, v) triples [0.005% of
   pixels differ].
 * Blends (Color, Contrast, Brightness, Sharpness): within 1 level on <= 0.1% of pixels [exact].
-* Geometric ops (bicubic): within 1 level on <= 0.2% of pixels [0.07%] (the float32 source
-  coordinate is ~1e-5 px from PIL's float64 one; the truncation to uint8 then flips a sample
-  that lies within ~1e-4 of an integer).
+* Geometric ops (bicubic): within 1 level on <= 0.5% of values [0.19%, TranslateYRel] (the
+  float32 source coordinate is ~1e-5 px from PIL's float64 one; the truncation to uint8 then
+  flips a sample that lies within ~1e-4 of an integer; a source point within 1e-3 px of the
+  frame's border counts as on it, where PIL's float64 test decides).
 * The crop (bilinear): 1e-3 levels (the same float32 arithmetic as the host's NumPy crop).
 * Whole clips (RandAugment, crop, normalisation), many draws: mean |diff| <= 0.05 levels and
-  99.5% of values within 1 level [mean 0.003, 99.8%].
+  99.5% of values within 1 level [200 clips: mean 0.0007, 99.995%; the largest, 37 levels, is
+  an output pixel that samples a border point taken as fill on one path and frame on the other].
 """
 
 import data_fixtures as fx
@@ -65,12 +67,12 @@ def device_layer(frames: np.ndarray, name: str, args: tuple) -> np.ndarray:
 
 # (name, args, largest |diff|, largest fraction of values that differ): the module docstring.
 OP_CASES = [
-  ('Rotate', (21.7,), 1, 2e-3),
-  ('Rotate', (-18.3,), 1, 2e-3),
-  ('ShearX', (0.21,), 1, 2e-3),
-  ('ShearY', (-0.2,), 1, 2e-3),  # y' - 0.2 x' = 0 exactly at x' = 2.5: a point on the border
-  ('TranslateXRel', (0.31,), 1, 2e-3),
-  ('TranslateYRel', (-0.33,), 1, 2e-3),
+  ('Rotate', (21.7,), 1, 5e-3),
+  ('Rotate', (-18.3,), 1, 5e-3),
+  ('ShearX', (0.21,), 1, 5e-3),
+  ('ShearY', (-0.2,), 1, 5e-3),  # y' - 0.2 x' = 0 exactly at x' = 2.5: a point on the border
+  ('TranslateXRel', (0.31,), 1, 5e-3),
+  ('TranslateYRel', (-0.33,), 1, 5e-3),
   ('AutoContrast', (), 1, 1e-3),
   ('Equalize', (), 0, 0),
   ('Invert', (), 0, 0),
