@@ -100,7 +100,8 @@ def eval_config(num_seeds: int = 3) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = 'student'
   c.model = tiny_model_config()
-  c.eval = ml_collections.ConfigDict(
+  c.eval = common.get_base_config().eval  # every field the evaluator reads, then the test's
+  c.eval.update(
     dict(batch_size=8, strategies=strategies.ALL, num_seeds=num_seeds, seed=0, gammas=(0.0, 0.5))
   )
   return c

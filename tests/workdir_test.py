@@ -107,7 +107,7 @@ def test_overrides_reach_the_stages_that_use_them(tmp_path):
   assert baseline.loss.spatial == baseline.loss.temporal == 0.0
   # A field in both the shared part and a stage section has no single home: refused.
   with config.unlocked():
-    config.pipeline.student.batch_size = 8
+    config.pipeline.teacher.batch_size = config.pipeline.student.batch_size = 8
   with pytest.raises(ValueError, match=r'pipeline.student.batch_size is also set in the shared'):
     pipeline.stage_config(config, 'student', root)
 
