@@ -89,7 +89,7 @@ def test_teacher_consistency_losses_reach_only_tl_and_init_loc():
   batch = jax.tree.map(jnp.asarray, random_batches(config, 1)[0])
 
   def loss(p):
-    return steps.teacher_loss(model, config, p, batch, jax.random.key(1), {})[0]
+    return steps.stage_loss(model, config, p, batch, jax.random.key(1), {})[0]
 
   grads = jax.jit(jax.grad(loss))(params)
   for name in ('backbone', 'temporal_head'):

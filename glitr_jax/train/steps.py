@@ -160,21 +160,6 @@ def teacher_loss_from_inputs(
   return total, (terms, {'logits': teacher['logits']})
 
 
-def teacher_loss(
-  model: glitr.GliTr,
-  config: ml_collections.ConfigDict,
-  params: Params,
-  batch: dict[str, jax.Array],
-  rng: jax.Array,
-  frozen: dict[str, Params],
-  offline_fn: Callable | None = None,
-) -> tuple[jax.Array, tuple[dict, dict]]:
-  """The teacher's objective (docs/design.md section 2.2) on one batch: `teacher_inputs`, then
-  `teacher_loss_from_inputs` (the train step differentiates only the second)."""
-  inputs = teacher_inputs(model, config, batch, rng, frozen, offline_fn)
-  return teacher_loss_from_inputs(model, config, params, inputs, rng)
-
-
 def student_inputs(
   model: glitr.GliTr,
   config: ml_collections.ConfigDict,
@@ -219,7 +204,21 @@ def student_loss_from_inputs(
   return total, (terms, {'logits': student['logits']})
 
 
-def student_loss(
+def batch_teacher_targets(model: glitr.GliTr, teacher_params: Params, video: jax.Array) -> dict:
+  """The frozen teacher's logits and features on full frames (all B * T frames in one Tf pass),
+  under stop_gradient."""
+  out = model.frame_targets(jax.lax.stop_gradient(teacher_params), jax.lax.stop_gradient(video))
+  return jax.tree.map(jax.lax.stop_gradient, out)
+
+
+# (inputs, objective) per stage: the train step differentiates only the objective.
+STAGES = {
+  'teacher': (teacher_inputs, teacher_loss_from_inputs),
+  'student': (student_inputs, student_loss_from_inputs),
+}
+
+
+def stage_loss(
   model: glitr.GliTr,
   config: ml_collections.ConfigDict,
   params: Params,
@@ -228,25 +227,18 @@ def student_loss(
   frozen: dict[str, Params],
   offline_fn: Callable | None = None,
 ) -> tuple[jax.Array, tuple[dict, dict]]:
-  """GliTr's objective against the frozen teacher's full-frame targets: `student_inputs`, then
-  `student_loss_from_inputs` (the train step differentiates only the second)."""
-  inputs = student_inputs(model, config, batch, rng, frozen, offline_fn)
-  return student_loss_from_inputs(model, config, params, inputs, rng)
+  """`config.stage`'s objective on one batch (docs/design.md 2.2): its inputs, then its loss.
+
+  The teacher's: CE, L_dist and the consistency terms on glimpses at its own locations; the
+  student's: GliTr's loss against the frozen teacher's full-frame targets. The train step splits
+  the two parts and differentiates only the second.
+  """
+  inputs_fn, objective = STAGES[config.stage]
+  inputs = inputs_fn(model, config, batch, rng, frozen, offline_fn)
+  return objective(model, config, params, inputs, rng)
 
 
-def batch_teacher_targets(model: glitr.GliTr, teacher_params: Params, video: jax.Array) -> dict:
-  """The frozen teacher's logits and features on full frames (all B * T frames in one Tf pass),
-  under stop_gradient."""
-  out = model.frame_targets(jax.lax.stop_gradient(teacher_params), jax.lax.stop_gradient(video))
-  return jax.tree.map(jax.lax.stop_gradient, out)
-
-
-LOSSES = {'teacher': teacher_loss, 'student': student_loss}
-# (inputs, objective) per stage: the train step differentiates only the objective.
-STAGES = {
-  'teacher': (teacher_inputs, teacher_loss_from_inputs),
-  'student': (student_inputs, student_loss_from_inputs),
-}
+LOSSES = {stage: stage_loss for stage in STAGES}  # the reference form of each stage's loss
 
 
 def make_train_step(
