@@ -110,13 +110,31 @@ def ssv2_split(path: str, class_names: tuple[str, ...]) -> list[Entry]:
     if not isinstance(item, dict) or 'id' not in item or 'template' not in item:
       raise LabelFileError(path, f'entry {i} is not an object with "id" and "template": {item!r}')
     name = str(item['template']).translate(_BRACKETS)
-    video_id = str(item['id'])
-    if name in index:
-      entries.append(Entry(video_id, index[name]))
-    else:
-      problem = f'entry {i}: template {item["template"]!r} is not a class of the labels file'
-      entries.append(Entry(video_id, -1, problem=problem))
+    entries.append(_named_entry(str(item['id']), name, index, f'entry {i}: template'))
   return entries
+
+
+def _named_entry(video_id: str, name: str, index: dict[str, int], where: str) -> Entry:
+  """The entry of a video labelled by class name; an unknown name is its problem, not an error
+  (the builder skips or stops on it, as `skip_bad_videos` says)."""
+  if name in index:
+    return Entry(video_id, index[name])
+  return Entry(video_id, -1, problem=f'{where} {name!r} is not a class of the labels file')
+
+
+def _unique_names(path: str) -> list[str]:
+  """The lines of a class-name file.
+
+  Raises:
+    LabelFileError: the file is empty or lists a name twice.
+  """
+  names = [line for _, line in _lines(path)]
+  if not names:
+    raise LabelFileError(path, 'no class names')
+  if len(set(names)) != len(names):
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    raise LabelFileError(path, f'class names listed more than once: {dupes}')
+  return names
 
 
 def jester_class_names(path: str) -> tuple[str, ...]:
@@ -128,13 +146,7 @@ def jester_class_names(path: str) -> tuple[str, ...]:
   Raises:
     LabelFileError: the file is empty or lists a name twice.
   """
-  names = [line for _, line in _lines(path)]
-  if not names:
-    raise LabelFileError(path, 'no class names')
-  if len(set(names)) != len(names):
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    raise LabelFileError(path, f'class names listed more than once: {dupes}')
-  return tuple(sorted(names))
+  return tuple(sorted(_unique_names(path)))
 
 
 def jester_split(path: str, class_names: tuple[str, ...]) -> list[Entry]:
@@ -150,11 +162,7 @@ def jester_split(path: str, class_names: tuple[str, ...]) -> list[Entry]:
     video_id, name = video_id.strip(), name.strip()
     if not sep or not video_id or not name or ';' in name:
       raise LabelFileError(path, f'line {number} is not "id;label": {line!r}')
-    if name in index:
-      entries.append(Entry(video_id, index[name]))
-    else:
-      problem = f'line {number}: label {name!r} is not a class of the labels file'
-      entries.append(Entry(video_id, -1, problem=problem))
+    entries.append(_named_entry(video_id, name, index, f'line {number}: label'))
   return entries
 
 
@@ -164,13 +172,7 @@ def category_names(path: str) -> tuple[str, ...]:
   Raises:
     LabelFileError: the file is empty or lists a name twice.
   """
-  names = [line for _, line in _lines(path)]
-  if not names:
-    raise LabelFileError(path, 'no class names')
-  if len(set(names)) != len(names):
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    raise LabelFileError(path, f'class names listed more than once: {dupes}')
-  return tuple(names)
+  return tuple(_unique_names(path))
 
 
 def tsm_list(path: str, num_classes: int) -> list[Entry]:
