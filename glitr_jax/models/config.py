@@ -22,6 +22,7 @@ FIELDS = (
   'glimpse_patches',
   'drop_path_rate',
 )
+_REAL_FIELDS = ('mlp_ratio', 'drop_path_rate')  # the rest of FIELDS are positive ints
 
 
 def get_model_config(**overrides) -> ml_collections.ConfigDict:
@@ -73,20 +74,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not ok:
       raise ValueError(f'model.{field}={config[field]!r}: {why}')
 
-  for field in (
-    'image_size',
-    'patch_size',
-    'hidden_size',
-    'depth',
-    'num_heads',
-    'temporal_hidden_size',
-    'temporal_depth',
-    'temporal_heads',
-    'num_classes',
-    'num_frames',
-    'glimpse_patches',
-  ):
-    check(isinstance(config[field], int) and config[field] > 0, field, 'must be a positive int')
+  for field in FIELDS:
+    if field not in _REAL_FIELDS:
+      check(isinstance(config[field], int) and config[field] > 0, field, 'must be a positive int')
   check(config.mlp_ratio > 0, 'mlp_ratio', 'must be positive')
   check(0.0 <= config.drop_path_rate < 1.0, 'drop_path_rate', 'must be in [0, 1)')
   if 'posemb_init' in config:
