@@ -9,20 +9,14 @@ import dataclasses
 import json
 import os
 
+from glitr_jax.data import errors
+
 # SSv2's class names are its templates with the square brackets removed (docs/design.md 4.1).
 _BRACKETS = str.maketrans('', '', '[]')
 
 
-class LabelFileError(ValueError):
+class LabelFileError(errors.FileProblemError):
   """A label, split or list file that is missing or does not parse."""
-
-  def __init__(self, path: str, problem: str):
-    super().__init__(f'{path}: {problem}')
-    self.path = path
-    self.problem = problem
-
-  def __reduce__(self):
-    return (type(self), (self.path, self.problem))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,22 +13,15 @@ import av
 import numpy as np
 from PIL import Image
 
+from glitr_jax.data import errors
+
 # A webm whose decoded frame count falls short of its header's duration by more than this
 # (and by more than 2 frames) is reported as truncated rather than silently kept shorter.
 TRUNCATION_TOLERANCE = 0.05
 
 
-class BadVideoError(ValueError):
+class BadVideoError(errors.FileProblemError):
   """A video that cannot be read: names the file and the problem."""
-
-  def __init__(self, path: str, problem: str):
-    super().__init__(f'{path}: {problem}')
-    self.path = path
-    self.problem = problem
-
-  def __reduce__(self):
-    # Keeps the two arguments when the error crosses a process boundary.
-    return (type(self), (self.path, self.problem))
 
 
 def encode_jpeg(frame_hwc: np.ndarray, quality: int = 90, subsampling: int = -1) -> bytes:
