@@ -264,9 +264,16 @@ def is_finished(stage: Stage) -> bool:
 
   Training: its newest checkpoint is at its last step. Evaluation: its report.json names the
   checkpoint it evaluates, at that checkpoint's newest step, and the same teacher.
+
+  Raises:
+    RecordMismatchError: a finished training stage ran with another config than this one (so
+      skipping it would not give what was asked).
   """
   if stage.is_training:
-    return latest_step(stage.workdir) == total_steps(stage.config)
+    finished = latest_step(stage.workdir) == total_steps(stage.config)
+    if finished:
+      workdir_lib.check_resume(stage.workdir, stage.config)
+    return finished
   report = read_report(stage)
   if report is None:
     return False

@@ -145,6 +145,19 @@ def test_a_student_refused_by_its_teacher_writes_no_record(run_copy, tmp_path):
   assert not os.path.exists(os.path.join(workdir, 'config.json'))
 
 
+def test_a_finished_stage_with_another_config_is_not_skipped_silently(tmp_path, monkeypatch):
+  config = demo.get_config('teacher')
+  (stage,) = pipeline.plan(config, str(tmp_path))
+  monkeypatch.setattr(pipeline, 'latest_step', lambda workdir: 300)  # as if finished
+  os.makedirs(stage.workdir)
+  workdir_lib.write_record(stage.workdir, stage.config)
+  assert pipeline.is_finished(stage)
+  config.model.depth = 2
+  (changed,) = pipeline.plan(config, str(tmp_path))
+  with pytest.raises(workdir_lib.RecordMismatchError, match=r'model.depth: recorded 3, given 2'):
+    pipeline.is_finished(changed)
+
+
 # --- 3. A mismatched model is refused when it is loaded. ---
 
 
