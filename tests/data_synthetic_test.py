@@ -1,13 +1,21 @@
 """glitr_synthetic: deterministic from its seed, the class is the target's identity and motion, and
-the target is somewhere else in every video."""
+the target is somewhere else in every video; the demo's benchmark: where the evidence is, and
+that fixed and random glimpses miss it in most videos (from the drawn positions and the glimpse
+geometry)."""
+
+import dataclasses
 
 import data_fixtures as fx
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from glitr_jax import data
+from configs import demo
+from glitr_jax import data, glimpse
+from glitr_jax.data import config as data_config
 from glitr_jax.data import pipeline, synthetic
+from glitr_jax.eval import strategies
 
 tfds.disable_progress_bar()
 
@@ -280,6 +288,12 @@ def test_place_tint_radius_makes_the_hue_a_cone_round_the_moving_target(floor):
     (dict(PLACES, place_radius=-0.1), 'place_radius'),
     (dict(PLACES, place_jitter=-1.0), 'place_jitter'),
     (dict(PLACES, num_places=-1), 'num_places'),
+    (dict(num_phases=0), 'num_phases'),
+    (dict(num_phases=9), 'num_phases'),
+    (dict(ring_radius=-0.1), 'ring_radius'),
+    (dict(ring_radius=0.45), 'ring_radius'),  # the path would leave the frame
+    (dict(ring_radius=0.1, ring_width=0.3), 'ring_width'),
+    (dict(PLACES, ring_radius=0.1), 'ring_radius'),  # a ring or places, not both
     (dict(unknown_knob=1), 'unknown field'),
   ],
 )
@@ -288,3 +302,122 @@ def test_bad_parameters_name_the_field(tmp_path, fields, message):
   with pytest.raises(ValueError, match=message):
     config.synthetic.update(fields)
     synthetic.SyntheticParams.from_config(config.synthetic)
+
+
+def test_the_defaults_have_one_home():
+  # SyntheticParams takes its defaults from the config section: the same fields, the same values.
+  section = data_config.get_synthetic_config().to_dict()
+  assert dataclasses.asdict(synthetic.SyntheticParams()) == section
+
+
+# The demo's benchmark (configs/demo.py): a ring of places, two phases of colour pairs.
+RING = demo.get_config().data.synthetic.to_dict()
+
+
+def test_phases_put_the_class_in_two_halves_of_the_clip():
+  params = synthetic.SyntheticParams(**RING)
+  assert params.num_identities == 4 and params.num_codes == 16
+  np.testing.assert_array_equal(params.phase_of_frame(), [0, 0, 0, 0, 1, 1, 1, 1])
+  assert params.class_names()[:2] == ('red|blue>red|blue right', 'red|blue>yellow|green right')
+  assert params.phase_identities(6) == (1, 2)  # label 6 = 1 * 4 + 2: yellow|green, magenta|cyan
+  assert len(set(params.class_names())) == 16
+  with pytest.raises(ValueError, match='num_classes'):
+    synthetic.SyntheticParams(**dict(RING, num_classes=12)).validate()  # 12 is no square
+
+
+def test_the_evidence_is_where_the_generator_says_on_a_continuous_ring():
+  params = synthetic.SyntheticParams(**RING)
+  params.validate()
+  size, middle = params.frame_size, (params.frame_size - 1) / 2
+  centres = []
+  for index in range(48):
+    label = index % params.num_classes
+    video, target_xy = synthetic.render_video(params, label, 'validation', index)
+    path = _pixel(target_xy, size)
+    step = np.diff(path, axis=0)  # moving right at 0.8-1.2 x speed
+    assert np.all(step[:, 0] >= 0.8 * params.speed - 1e-4) and np.all(step[:, 1] == 0)
+    assert np.all(np.abs(path - middle) + params.margin <= middle)  # inside the frame
+    centres.append(path.mean(0) - middle)
+    # Each phase's colour pair at target_xy, on the target's left and right halves.
+    _, code, _ = params.split_label(label)
+    phases = params.phase_identities(code)
+    for t in range(params.num_frames):
+      left, right = synthetic.IDENTITIES[phases[params.phase_of_frame()[t]]]
+      x, y = np.round(path[t]).astype(int)
+      frame = video[t].astype(np.float32) / 255
+      assert np.abs(frame[y, x - 2] - synthetic.COLOURS[left]).max() < 0.2, (index, t)
+      assert np.abs(frame[y, x + 2] - synthetic.COLOURS[right]).max() < 0.2, (index, t)
+      # Nothing else in the frame has the target's colours (no distractors): away from it,
+      # every pixel is background.
+      yy, xx = np.mgrid[0:size, 0:size]
+      away = np.maximum(np.abs(xx - path[t, 0]), np.abs(yy - path[t, 1])) > params.margin + 1
+      assert np.abs(frame[away] - synthetic.COLOURS[left]).max(-1).min() > 0.2
+  radius = np.hypot(*np.array(centres).T) / (size - 1)
+  half = params.ring_width / 2 + (params.place_jitter * np.sqrt(2)) / (size - 1)
+  assert np.all(np.abs(radius - params.ring_radius) <= half + 1e-6)
+  angles = np.arctan2(*np.array(centres).T[::-1])
+  assert np.histogram(angles, bins=4, range=(-np.pi, np.pi))[0].min() >= 6  # every quadrant
+
+
+def _half_extent(glimpse_pixels: int, size: int) -> float:
+  """Half the side (pixels) of the square a glimpse's samples span (docs/design.md 1.3):
+  sample j reads pixel (s u_j + l + 1) / 2 (size - 1), s = g / size, u in [-1, 1]."""
+  return glimpse_pixels / size * (size - 1) / 2
+
+
+def _demo_geometry():
+  config = demo.get_config()
+  params = synthetic.SyntheticParams.from_config(config.data.synthetic)
+  m = config.model
+  return params, m.glimpse_patches, m.image_size // m.patch_size, m.glimpse_patches * m.patch_size
+
+
+def test_the_demo_glimpse_is_in_the_papers_regime_and_the_half_extent_is_the_crops():
+  params, patches, grid, g = _demo_geometry()
+  assert 0.29 <= g / params.frame_size <= 0.57
+  assert params.target_size + 2 < g  # the evidence (with its outline) is smaller than a glimpse
+  size = params.frame_size
+  half = _half_extent(g, size)
+  box = np.asarray(glimpse.box(np.array([[0.1, -0.3]]), g, (size, size)))[0]
+  np.testing.assert_allclose(box[2] - box[0], 2 * half, rtol=1e-5)
+  np.testing.assert_allclose((box[0] + box[2]) / 2, 1.1 * (size - 1) / 2, rtol=1e-5)
+
+
+def _in_view(centre_xy: np.ndarray, target_xy: np.ndarray, half: float) -> np.ndarray:
+  """Whether the target's centre lies inside a glimpse centred at centre_xy (pixels)."""
+  return np.all(np.abs(target_xy - centre_xy) <= half, axis=-1)
+
+
+def test_fixed_and_random_glimpses_miss_the_evidence_in_most_videos():
+  params, patches, grid, g = _demo_geometry()
+  size = params.frame_size
+  half = _half_extent(g, size)
+  labels = synthetic.labels_for_split(params, 'validation')
+  paths = np.stack(
+    [
+      _pixel(synthetic.render_video(params, int(label), 'validation', i)[1], size)
+      for i, label in enumerate(labels[:1000])
+    ]
+  )  # (1000, T, 2) pixels
+  # A fixed glimpse: the share of videos where the target's centre is in view at ANY frame (a
+  # generous test: the class needs it in both halves of the clip).
+  for name in ('center', 'bottom_left'):
+    loc = np.asarray(glimpse.fixed_location(name, patches, grid))
+    seen = _in_view(_pixel(loc, size), paths, half).any(axis=1)
+    assert seen.mean() < 0.5, (name, seen.mean())
+    assert _in_view(_pixel(loc, size), paths, half).all(axis=1).mean() < 0.25
+  # Uniform random glimpses, l ~ U(-1, 1)^2 independently per frame: the centre's pixel is
+  # uniform on [0, size - 1] per axis, so the chance that the target is in view at frame t is
+  # the product over the axes of |[p - half, p + half] & [0, size - 1]| / (size - 1).
+  lo, hi = np.maximum(paths - half, 0), np.minimum(paths + half, size - 1)
+  p_t = np.prod((hi - lo) / (size - 1), axis=-1)  # (1000, T)
+  assert p_t.mean() < 0.2
+  p_any = 1 - np.prod(1 - p_t, axis=1)  # seen at one frame at least
+  p_both = (1 - np.prod(1 - p_t[:, :4], axis=1)) * (1 - np.prod(1 - p_t[:, 4:], axis=1))
+  assert p_any.mean() < 0.75 and p_both.mean() < 0.5, (p_any.mean(), p_both.mean())
+  # The closed form against the evaluation's own uniform draws.
+  draws = np.asarray(
+    strategies.random_locations('uniform', 0, 0, jnp.arange(1000), params.num_frames)
+  )
+  seen = _in_view(_pixel(draws, size), paths, half)
+  assert abs(seen.mean() - p_t.mean()) < 0.01

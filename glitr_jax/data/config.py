@@ -12,14 +12,16 @@ DATASETS = ('something_something_v2', 'jester', 'video_folder', 'glitr_synthetic
 def get_synthetic_config() -> ml_collections.ConfigDict:
   """The `glitr_synthetic` benchmark's generator (glitr_jax/data/synthetic.py documents each knob).
 
-  The defaults make the demo: 64x64 frames, 8 frames, 8 classes (2 target identities x 4 motions),
-  4000 training and 1000 validation videos; it builds in seconds.
+  This is the one home of the generator's defaults: `synthetic.SyntheticParams` takes its
+  defaults from here. They make the original benchmark: 64x64 frames, 8 frames, 8 classes
+  (2 target identities x 4 motions), 4000 training and 1000 validation videos; it builds in
+  seconds. configs/demo.py sets the demo's own values.
   """
   return ml_collections.ConfigDict(
     dict(
       frame_size=64,  # frames are frame_size x frame_size pixels
       num_frames=8,  # frames per video
-      num_classes=8,  # = identities x num_motions
+      num_classes=8,  # = places x identities ** num_phases x num_motions
       num_motions=4,  # 'right', 'left', 'down', 'up', 'clockwise', 'counterclockwise' (first N)
       train_examples=4000,
       validation_examples=1000,
@@ -33,6 +35,11 @@ def get_synthetic_config() -> ml_collections.ConfigDict:
       cue_radius=40.0,  # the halo falls linearly to 0 at this distance (pixels)
       texture=0.12,  # contrast of the static background texture
       cue_tint=0.0,  # > 0: the halo's hue encodes the target's position (red ~ x, blue ~ y)
+      num_phases=1,  # > 1: the target's colour pair changes this many times over the clip; the
+      # class holds the whole sequence (identities ** num_phases codes)
+      ring_radius=0.0,  # > 0: the path's centre is at a uniformly random angle at this distance
+      # (x (frame_size - 1)) from the frame's centre, a continuous place outside the class
+      ring_width=0.0,  # the distance is drawn uniformly within +-ring_width / 2 of ring_radius
       num_places=0,  # > 0: the target's path is centred at one of P places (part of the class)
       place_layout='circle',  # 'circle' round the centre | 'row' above the centre
       place_radius=0.33,  # the circle's radius, or the row's height above the centre (x frame_size)

@@ -26,6 +26,16 @@ Each video shows a small *target* among *distractors* on a textured background:
   the crop (whose gradient otherwise reaches only as far as the target's pixels) has a slope to
   follow towards it from afar. `place_tint_floor` leaves that much hue on the whole frame (the cone
   rises from it), so every glimpse tells the place, faintly, and near the target clearly.
+* With `ring_radius` > 0 (and no places) the path is centred on a ring round the frame's centre,
+  at a uniformly random angle and a distance drawn within `ring_width` of the radius: a place
+  drawn from a continuous distribution in every video, outside the class. A glimpse at the
+  frame's centre, or at any fixed place, sees the target in few videos; the halo (`cue_tint`)
+  tells every glimpse where it is.
+* With `num_phases` = K > 1 the target's colour pair changes K times over the clip (K equal runs
+  of frames) and the class holds the whole sequence: `identities ** K` codes,
+  `label = (place * codes + code) * num_motions + motion`, the first phase the code's most
+  significant digit (`phase_identities`). The evidence must then be seen in every phase: no
+  single glimpse, however well placed, tells the class.
 * `num_distractors` squares with the same colour patterns (in either orientation) and a dark
   outline move in random directions and bounce off the borders: they carry no class information,
   and only the marked target does.
@@ -51,6 +61,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from glitr_jax.data import builder_base, video_io
+from glitr_jax.data import config as data_config
 
 PLACE_LAYOUTS = ('circle', 'row')
 MOTIONS = ('right', 'left', 'down', 'up', 'clockwise', 'counterclockwise')
@@ -88,32 +99,39 @@ def _noise_bank() -> np.ndarray:
   return np.random.default_rng(20230103).standard_normal(_NOISE_BANK_SIZE, dtype=np.float32)
 
 
+# The defaults' one home is glitr_jax/data/config.py (the config section documents each field).
+_DEFAULTS = data_config.get_synthetic_config()
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticParams:
-  """The generator's parameters (the fields of `config.data.synthetic`)."""
+  """The generator's parameters (the fields of `config.data.synthetic`, with its defaults)."""
 
-  frame_size: int = 64
-  num_frames: int = 8
-  num_classes: int = 8
-  num_motions: int = 4
-  train_examples: int = 4000
-  validation_examples: int = 1000
-  seed: int = 0
-  num_distractors: int = 6
-  target_size: int = 7
-  speed: float = 2.0
-  noise: float = 0.03
-  cue: float = 0.3
-  cue_radius: float = 40.0
-  texture: float = 0.12
-  cue_tint: float = 0.0
-  num_places: int = 0
-  place_layout: str = 'circle'
-  place_radius: float = 0.33
-  place_jitter: float = 2.0
-  place_tint: float = 0.0
-  place_tint_radius: float = 0.0
-  place_tint_floor: float = 0.0
+  frame_size: int = _DEFAULTS.frame_size
+  num_frames: int = _DEFAULTS.num_frames
+  num_classes: int = _DEFAULTS.num_classes
+  num_motions: int = _DEFAULTS.num_motions
+  train_examples: int = _DEFAULTS.train_examples
+  validation_examples: int = _DEFAULTS.validation_examples
+  seed: int = _DEFAULTS.seed
+  num_distractors: int = _DEFAULTS.num_distractors
+  target_size: int = _DEFAULTS.target_size
+  speed: float = _DEFAULTS.speed
+  noise: float = _DEFAULTS.noise
+  cue: float = _DEFAULTS.cue
+  cue_radius: float = _DEFAULTS.cue_radius
+  texture: float = _DEFAULTS.texture
+  cue_tint: float = _DEFAULTS.cue_tint
+  num_phases: int = _DEFAULTS.num_phases
+  ring_radius: float = _DEFAULTS.ring_radius
+  ring_width: float = _DEFAULTS.ring_width
+  num_places: int = _DEFAULTS.num_places
+  place_layout: str = _DEFAULTS.place_layout
+  place_radius: float = _DEFAULTS.place_radius
+  place_jitter: float = _DEFAULTS.place_jitter
+  place_tint: float = _DEFAULTS.place_tint
+  place_tint_radius: float = _DEFAULTS.place_tint_radius
+  place_tint_floor: float = _DEFAULTS.place_tint_floor
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SyntheticParams':
@@ -131,14 +149,34 @@ class SyntheticParams:
     return params
 
   @property
-  def num_identities(self) -> int:
+  def num_codes(self) -> int:
+    """How many identity sequences the class tells apart: identities ** num_phases."""
     return self.num_classes // (self.num_motions * max(self.num_places, 1))
 
+  @property
+  def num_identities(self) -> int:
+    """How many colour pairs are used (the num_phases-th root of `num_codes`)."""
+    root = int(round(self.num_codes ** (1.0 / max(self.num_phases, 1))))
+    return root if root ** max(self.num_phases, 1) == self.num_codes else 0
+
   def split_label(self, label: int) -> tuple[int, int, int]:
-    """label -> (place, identity, motion); place is 0 when `num_places` is 0."""
+    """label -> (place, code, motion); place is 0 when `num_places` is 0; the code is the
+    identity, or with `num_phases` > 1 the identity sequence (`phase_identities`)."""
     rest, motion = divmod(int(label), self.num_motions)
-    place, identity = divmod(rest, self.num_identities)
-    return place, identity, motion
+    place, code = divmod(rest, self.num_codes)
+    return place, code, motion
+
+  def phase_identities(self, code: int) -> tuple[int, ...]:
+    """A code -> the identity of each phase, first phase first (its most significant digit)."""
+    digits = []
+    for _ in range(self.num_phases):
+      code, digit = divmod(int(code), self.num_identities)
+      digits.append(digit)
+    return tuple(reversed(digits))
+
+  def phase_of_frame(self) -> np.ndarray:
+    """int (num_frames,): the phase each frame shows (num_phases equal runs of frames)."""
+    return np.arange(self.num_frames) * self.num_phases // self.num_frames
 
   def place_centre(self, place: int) -> np.ndarray:
     """The pixel centre (x, y) of a place (y points down), by `place_layout`:
@@ -182,13 +220,18 @@ class SyntheticParams:
 
     check(1 <= self.num_motions <= len(MOTIONS), 'num_motions', f'must be in 1..{len(MOTIONS)}')
     check(self.num_places >= 0, 'num_places', 'must be >= 0 (0 = the target starts anywhere)')
+    check(
+      1 <= self.num_phases <= self.num_frames,
+      'num_phases',
+      f'must be in 1..num_frames={self.num_frames} (each phase shows at least one frame)',
+    )
     per_identity = self.num_motions * max(self.num_places, 1)
     check(
-      self.num_classes % per_identity == 0
-      and 1 <= self.num_classes // per_identity <= len(IDENTITIES),
+      self.num_classes % per_identity == 0 and 1 <= self.num_identities <= len(IDENTITIES),
       'num_classes',
-      f'must be places x identities x num_motions with 1..{len(IDENTITIES)} identities '
-      f'(num_places={self.num_places}, num_motions={self.num_motions})',
+      f'must be places x identities ** num_phases x num_motions with 1..{len(IDENTITIES)} '
+      f'identities (num_places={self.num_places}, num_phases={self.num_phases}, '
+      f'num_motions={self.num_motions})',
     )
     check(self.num_frames >= 1, 'num_frames', 'must be >= 1')
     check(self.target_size >= 2, 'target_size', 'must be >= 2 pixels')
@@ -228,6 +271,26 @@ class SyntheticParams:
       f'[0, place_tint={self.place_tint})',
     )
     check(self.place_radius >= 0, 'place_radius', 'must be >= 0')
+    check(self.ring_radius >= 0, 'ring_radius', 'must be >= 0 (0 = no ring)')
+    check(
+      0 <= self.ring_width <= 2 * self.ring_radius,
+      'ring_width',
+      f'must be in [0, 2 x ring_radius={2 * self.ring_radius}]',
+    )
+    check(
+      self.ring_radius == 0 or self.num_places == 0,
+      'ring_radius',
+      'draws the place from a ring, outside the class: it needs num_places=0',
+    )
+    if self.ring_radius > 0:
+      middle = (self.frame_size - 1) / 2
+      reach = (self.ring_radius + self.ring_width / 2) * (self.frame_size - 1) + self._place_room()
+      check(
+        reach <= middle + 1e-6,
+        'ring_radius',
+        f'a path centred on the ring reaches {reach:.1f} px from the frame centre, beyond '
+        f'{middle:.1f} (lower ring_radius, ring_width, place_jitter or speed)',
+      )
     check(self.place_layout in PLACE_LAYOUTS, 'place_layout', f'must be one of {PLACE_LAYOUTS}')
     if self.num_places:
       # A path centred at a place (plus jitter) must stay inside the frame.
@@ -242,13 +305,17 @@ class SyntheticParams:
       )
 
   def class_names(self) -> tuple[str, ...]:
-    """'<left>|<right> <motion>[ at place <p>]' for
-    label = (place * identities + identity) * num_motions + motion."""
+    """'<left>|<right>[><left>|<right>...] <motion>[ at place <p>]' for
+    label = (place * codes + code) * num_motions + motion (one pair per phase)."""
     places = [f' at place {p}' for p in range(self.num_places)] or ['']
+    codes = [
+      '>'.join('|'.join(IDENTITIES[i]) for i in self.phase_identities(code))
+      for code in range(self.num_codes)
+    ]
     return tuple(
-      f'{left}|{right} {motion}{place}'
+      f'{code} {motion}{place}'
       for place in places
-      for left, right in IDENTITIES[: self.num_identities]
+      for code in codes
       for motion in MOTIONS[: self.num_motions]
     )
 
@@ -391,12 +458,20 @@ def render_video(
   """
   rng = np.random.default_rng([params.seed, _SPLITS.index(split), 0, index])
   size, n = params.frame_size, params.num_frames
-  place, identity, motion = params.split_label(label)
+  place, code, motion = params.split_label(label)
   target = _target_path(rng, params, MOTIONS[motion])
   if params.num_places:
     # The same motion, its path centred at the place (within +-place_jitter pixels).
     jitter = rng.uniform(-params.place_jitter, params.place_jitter, size=2)
     target = target - target.mean(axis=0) + params.place_centre(place) + jitter
+  elif params.ring_radius > 0:
+    # The same motion, its path centred on the ring at a uniformly random angle and distance.
+    angle = rng.uniform(0, 2 * np.pi)
+    half = params.ring_width / 2
+    radius = rng.uniform(params.ring_radius - half, params.ring_radius + half)
+    centre = (size - 1) / 2 + radius * (size - 1) * np.array([np.cos(angle), np.sin(angle)])
+    jitter = rng.uniform(-params.place_jitter, params.place_jitter, size=2)
+    target = target - target.mean(axis=0) + centre + jitter
 
   frames = np.broadcast_to(_background(rng, params, place), (n, size, size, 3)).copy()
   if params.cue > 0:
@@ -418,17 +493,34 @@ def render_video(
   pad = int(np.ceil(params.target_size / 2 + 3))
   canvas = np.pad(frames, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   used = IDENTITIES[: params.num_identities]
-  paths, colours = [], []
-  for _ in range(params.num_distractors):
-    paths.append(_bouncing_path(rng, params))
+
+  def distractor_colours():
     pair = used[rng.integers(len(used))]
     if rng.random() < 0.5:
       pair = pair[::-1]
-    colours.append([COLOURS[pair[0]], COLOURS[pair[1]], _DISTRACTOR_OUTLINE])
-  left, right = used[identity]
+    return [COLOURS[pair[0]], COLOURS[pair[1]], _DISTRACTOR_OUTLINE]
+
+  paths, colours = [], []  # colours: per phase, per square
+  for _ in range(params.num_distractors):
+    paths.append(_bouncing_path(rng, params))
+    colours.append([distractor_colours()])
+  for phase_colours in colours:  # distractors change their colours at every phase too
+    phase_colours += [distractor_colours() for _ in range(params.num_phases - 1)]
   paths.append(target)  # Drawn last: the target is never hidden.
-  colours.append([COLOURS[left], COLOURS[right], _TARGET_OUTLINE])
-  _draw_squares(canvas, np.stack(paths), np.array(colours), pad, params.target_size / 2)
+  colours.append(
+    [
+      [COLOURS[used[i][0]], COLOURS[used[i][1]], _TARGET_OUTLINE]
+      for i in params.phase_identities(code)
+    ]
+  )
+  paths = np.stack(paths)
+  phase_of_frame = params.phase_of_frame()
+  for phase in range(params.num_phases):
+    frames_in = phase_of_frame == phase
+    phase_canvas = canvas[frames_in]
+    phase_colours = np.array([c[phase] for c in colours])
+    _draw_squares(phase_canvas, paths[:, frames_in], phase_colours, pad, params.target_size / 2)
+    canvas[frames_in] = phase_canvas
   frames = canvas[:, pad:-pad, pad:-pad]
   if params.noise > 0:
     count = frames.size

@@ -17,7 +17,8 @@ footprint, `glitr_jax.glimpse.footprint`; the target is its square with the outl
 
 Per policy: `in_view_per_t` (share of videos with any target pixel in view), `quarter_per_t`
 (at least a quarter of the target in view), `mean_per_t` (the mean share), and per place (the
-class's place, `data.synthetic.num_places` > 0) the same over t = 2..T (the first glimpse is at
+class's place, `data.synthetic.num_places` > 0, or on a ring, `ring_radius` > 0, the quadrant of
+the target's path, `ring_quadrant`) the same over t = 2..T (the first glimpse is at
 the learned `init_loc`, before the policy has seen anything). README.md's demo section counts a
 place as seen by `quarter` (a policy can read the target's colours from less: `in_view` bounds
 what it can see at all).
@@ -81,6 +82,22 @@ def target_share(
   return ((target_nhw & seen_nhw).sum((1, 2)) / size_n).reshape(b, t)
 
 
+def ring_quadrant(target_xy_bt2: np.ndarray) -> np.ndarray:
+  """The quadrant (0..3) of each video's mean target position round the frame's centre, for a
+  ring benchmark (`data.synthetic.ring_radius` > 0): 0 bottom right, 1 bottom left, 2 top left,
+  3 top right (ly points down; the angle grows clockwise on screen from the right).
+
+  Args:
+    target_xy_bt2: (B, T, 2) target centres in normalised coordinates.
+
+  Returns:
+    int (B,).
+  """
+  mean = np.asarray(target_xy_bt2).mean(axis=1)
+  angle = np.mod(np.arctan2(mean[:, 1], mean[:, 0]), 2 * np.pi)
+  return np.minimum((angle // (np.pi / 2)).astype(int), 3)
+
+
 def summarise(share_bt: np.ndarray, places_b: np.ndarray | None) -> dict:
   """Per-t and per-place figures of one policy (see the module docstring)."""
   out = {
@@ -139,7 +156,10 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
   frames = pixels.normalize(np.stack(videos).astype(np.float32), 255.0)
   target_xy = np.stack(target_xy)
   places = np.array([params.split_label(int(label))[0] for label in labels])
-  places = places if params.num_places else None
+  if params.ring_radius > 0:
+    places = ring_quadrant(target_xy)
+  elif not params.num_places:
+    places = None
 
   def judge(locations):
     share = target_share(
