@@ -60,6 +60,13 @@ def test_stage_configs(tmp_path):
   # Only the teacher's Tl warms up (the official SSv2 teacher's recipe, docs/design.md 3.2).
   assert teacher.optim.warmup_epochs_tl > 0 and student.optim.warmup_epochs_tl == 0
   assert teacher.optim.warmup_epochs_tf == teacher.optim.warmup_epochs_tc == 0
+  # The students' Tf, Tc and Tl at one base rate, one floor (the paper's recipe): none held.
+  for optim in (student.optim, baseline.optim):
+    assert optim.lr_tf == optim.lr_tc == optim.lr_tl > 0
+    assert optim.min_lr_tf == optim.min_lr_tc == optim.min_lr_tl
+  # The paper's glimpse regime: a glimpse side of 0.29-0.57 of the frame's.
+  glimpse_side = teacher.model.glimpse_patches * teacher.model.patch_size
+  assert 0.29 <= glimpse_side / teacher.model.image_size <= 0.57
   assert student.teacher_checkpoint == baseline.teacher_checkpoint == os.path.join(root, 'teacher')
   assert evaluate.eval_checkpoint == os.path.join(root, 'student')
   # The baseline is the student with the consistency terms off (CE only), the same budget.
@@ -135,7 +142,9 @@ def test_demo_runs_its_stages_and_skips_finished_ones(tmp_path):
   policies = coverage['policies']
   assert list(policies) == ['teacher', 'teacher_from_glimpses', 'student', 'baseline']
   for figures in policies.values():
-    assert len(figures['quarter_per_t']) == 8 and set(figures['per_place']) == {'0', '1', '2', '3'}
+    # Per quadrant of the ring the target's path is centred on (configs/demo.py).
+    assert len(figures['quarter_per_t']) == 8 and set(figures['per_place']) <= {'0', '1', '2', '3'}
+    assert sum(p['videos'] for p in figures['per_place'].values()) == 12
     assert all(q <= v for q, v in zip(figures['quarter_per_t'], figures['in_view_per_t']))
   # At t = 1 the teacher's policy and its policy from glimpses are the same init_loc.
   assert policies['teacher']['mean_per_t'][0] == policies['teacher_from_glimpses']['mean_per_t'][0]
