@@ -388,6 +388,14 @@ def _in_view(centre_xy: np.ndarray, target_xy: np.ndarray, half: float) -> np.nd
   return np.all(np.abs(target_xy - centre_xy) <= half, axis=-1)
 
 
+def _share_in_view(centre_xy: np.ndarray, target_xy: np.ndarray, half: float, reach: float):
+  """The share of the target's square (half side `reach`, its outline included) that lies inside
+  a glimpse centred at centre_xy (pixels)."""
+  lo = np.maximum(centre_xy - half, target_xy - reach)
+  hi = np.minimum(centre_xy + half, target_xy + reach)
+  return np.prod(np.clip(hi - lo, 0, None), axis=-1) / (2 * reach) ** 2
+
+
 def test_fixed_and_random_glimpses_miss_the_evidence_in_most_videos():
   params, patches, grid, g = _demo_geometry()
   size = params.frame_size
@@ -399,25 +407,28 @@ def test_fixed_and_random_glimpses_miss_the_evidence_in_most_videos():
       for i, label in enumerate(labels[:1000])
     ]
   )  # (1000, T, 2) pixels
-  # A fixed glimpse: the share of videos where the target's centre is in view at ANY frame (a
-  # generous test: the class needs it in both halves of the clip).
+  # A fixed glimpse: the share of videos where the target's centre, or half of the target, is in
+  # view at ANY frame (generous: the class needs it in both halves of the clip). A sliver of the
+  # target is another matter: the centre glimpse touches its outline in most frames
+  # (docs/demo_experiments.md).
   for name in ('center', 'bottom_left'):
-    loc = np.asarray(glimpse.fixed_location(name, patches, grid))
-    seen = _in_view(_pixel(loc, size), paths, half).any(axis=1)
-    assert seen.mean() < 0.5, (name, seen.mean())
-    assert _in_view(_pixel(loc, size), paths, half).all(axis=1).mean() < 0.25
+    loc = _pixel(np.asarray(glimpse.fixed_location(name, patches, grid)), size)
+    assert _in_view(loc, paths, half).any(axis=1).mean() < 0.5, name
+    half_seen = _share_in_view(loc, paths, half, params.margin) >= 0.5
+    assert half_seen.any(axis=1).mean() < 0.5, name
   # Uniform random glimpses, l ~ U(-1, 1)^2 independently per frame: the centre's pixel is
-  # uniform on [0, size - 1] per axis, so the chance that the target is in view at frame t is
-  # the product over the axes of |[p - half, p + half] & [0, size - 1]| / (size - 1).
+  # uniform on [0, size - 1] per axis, so the chance that the target's centre is in view at frame
+  # t is the product over the axes of |[p - half, p + half] & [0, size - 1]| / (size - 1).
   lo, hi = np.maximum(paths - half, 0), np.minimum(paths + half, size - 1)
   p_t = np.prod((hi - lo) / (size - 1), axis=-1)  # (1000, T)
   assert p_t.mean() < 0.2
-  p_any = 1 - np.prod(1 - p_t, axis=1)  # seen at one frame at least
   p_both = (1 - np.prod(1 - p_t[:, :4], axis=1)) * (1 - np.prod(1 - p_t[:, 4:], axis=1))
-  assert p_any.mean() < 0.75 and p_both.mean() < 0.5, (p_any.mean(), p_both.mean())
-  # The closed form against the evaluation's own uniform draws.
-  draws = np.asarray(
-    strategies.random_locations('uniform', 0, 0, jnp.arange(1000), params.num_frames)
+  assert p_both.mean() < 0.5  # seen in both halves of the clip, as the class needs
+  # The closed form against the evaluation's own uniform draws, and half of the target in view.
+  draws = _pixel(
+    np.asarray(strategies.random_locations('uniform', 0, 0, jnp.arange(1000), params.num_frames)),
+    size,
   )
-  seen = _in_view(_pixel(draws, size), paths, half)
-  assert abs(seen.mean() - p_t.mean()) < 0.01
+  assert abs(_in_view(draws, paths, half).mean() - p_t.mean()) < 0.01
+  half_seen = _share_in_view(draws, paths, half, params.margin) >= 0.5
+  assert (half_seen[:, :4].any(axis=1) & half_seen[:, 4:].any(axis=1)).mean() < 0.5
