@@ -1,9 +1,11 @@
 """Each performance optimisation computes what the straightforward version computes.
 
 Float32 results must agree to 1e-5 with and without: the loop-free backward pass of the glimpse
-loop, the frozen forwards outside autodiff, rematerialised Tf blocks, donated buffers, and the erf
-form of GELU. bfloat16 compute must run, keep float32 parameters and optimiser state, and stay close
-to float32. Timing lives in benchmarks/ (train_step.py, inference.py), never here.
+loop, the frozen forwards outside autodiff, rematerialised Tf blocks, donated buffers, the erf
+form of GELU, and the transformer block's hand-written backward passes (`layers.Block` against
+`PlainBlock` below, the formulation they replaced: nn.Dense, nn.LayerNorm and autodiff). bfloat16
+compute must run, keep float32 parameters and optimiser state, and stay close to float32. Timing
+lives in benchmarks/ (train_step.py, inference.py), never here.
 """
 
 import jax
@@ -17,6 +19,83 @@ from tiny import tiny_model_config, tiny_train_config
 from glitr_jax import optim
 from glitr_jax.models import glitr, layers
 from glitr_jax.train import steps
+
+
+# --- The plain formulation of the transformer block (before its hand-written backward passes). ---
+class PlainMlp(nn.Module):
+  hidden_dim: int
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    out_dim = x.shape[-1]
+    x = nn.Dense(self.hidden_dim, dtype=self.dtype, kernel_init=layers.dense_init, name='fc1')(x)
+    x = layers.gelu(x)
+    return nn.Dense(out_dim, dtype=self.dtype, kernel_init=layers.dense_init, name='fc2')(x)
+
+
+class PlainAttention(nn.Module):
+  num_heads: int
+  causal: bool = False
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_bsd, cache=None, start=0):
+    b, s, d = x_bsd.shape
+    h = self.num_heads
+    hd = d // h
+    qkv = nn.Dense(3 * d, dtype=self.dtype, kernel_init=layers.dense_init, name='qkv')(x_bsd)
+    qkv = qkv.reshape(b, s, 3, h, hd)
+    q_bshd, k_bshd, v_bshd = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if cache is None:
+      k_bthd, v_bthd, new_cache = k_bshd, v_bshd, None
+    else:
+      k_bthd = jax.lax.dynamic_update_slice_in_dim(
+        cache.k_bthd, k_bshd.astype(cache.k_bthd.dtype), start, axis=1
+      )
+      v_bthd = jax.lax.dynamic_update_slice_in_dim(
+        cache.v_bthd, v_bshd.astype(cache.v_bthd.dtype), start, axis=1
+      )
+      new_cache = layers.LayerCache(k_bthd=k_bthd, v_bthd=v_bthd)
+    q_bhsd = jnp.swapaxes(q_bshd * (hd**-0.5), 1, 2)
+    k_bhtd = jnp.swapaxes(k_bthd.astype(self.dtype), 1, 2)
+    v_bhtd = jnp.swapaxes(v_bthd.astype(self.dtype), 1, 2)
+    logits_bhst = jnp.einsum('bhsd,bhtd->bhst', q_bhsd, k_bhtd)
+    if self.causal or cache is not None:
+      q_pos = start + jnp.arange(s)
+      k_pos = jnp.arange(k_bthd.shape[1])
+      if self.causal:
+        allowed_st = k_pos[None, :] <= q_pos[:, None]
+      else:
+        allowed_st = jnp.broadcast_to(k_pos[None, :] < start + s, (s, k_pos.shape[0]))
+      logits_bhst = jnp.where(allowed_st[None, None], logits_bhst, jnp.finfo(logits_bhst.dtype).min)
+    probs_bhst = jax.nn.softmax(logits_bhst.astype(jnp.float32), axis=-1).astype(self.dtype)
+    out_bhsd = jnp.einsum('bhst,bhtd->bhsd', probs_bhst, v_bhtd)
+    out = nn.Dense(d, dtype=self.dtype, kernel_init=layers.dense_init, name='proj')(
+      jnp.swapaxes(out_bhsd, 1, 2).reshape(b, s, d)
+    )
+    return out, new_cache
+
+
+class PlainBlock(nn.Module):
+  num_heads: int
+  mlp_ratio: float = 4.0
+  drop_path: float = 0.0
+  causal: bool = False
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_bsd, cache=None, start=0, deterministic=True):
+    d = x_bsd.shape[-1]
+    y = nn.LayerNorm(epsilon=layers.LN_EPS, dtype=self.dtype, name='norm1')(x_bsd)
+    y, cache = PlainAttention(self.num_heads, causal=self.causal, dtype=self.dtype, name='attn')(
+      y, cache, start
+    )
+    x_bsd = x_bsd + layers.DropPath(self.drop_path)(y, deterministic)
+    y = nn.LayerNorm(epsilon=layers.LN_EPS, dtype=self.dtype, name='norm2')(x_bsd)
+    y = PlainMlp(int(d * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
+    x_bsd = x_bsd + layers.DropPath(self.drop_path)(y, deterministic)
+    return x_bsd, cache
 
 
 def _batch(config, seed=0):
@@ -231,3 +310,101 @@ def test_train_step_has_no_host_callbacks(stage):
   frozen = _student_frozen(config) if stage == 'student' else {}
   jaxpr = str(jax.make_jaxpr(step)(state, _batch(config), frozen))
   assert 'callback' not in jaxpr
+
+
+def _block_pair(causal: bool, dtype=jnp.float32, d: int = 48, heads: int = 3):
+  kwargs = dict(num_heads=heads, mlp_ratio=4.0, drop_path=0.2, causal=causal, dtype=dtype)
+  return layers.Block(**kwargs), PlainBlock(**kwargs)
+
+
+@pytest.mark.parametrize('causal', [False, True])
+@pytest.mark.parametrize('train', [False, True])
+def test_block_equals_the_plain_formulation(causal, train):
+  """Same parameter tree and initial values; outputs and gradients (params, input) to 1e-5."""
+  block, plain = _block_pair(causal)
+  x = jax.random.normal(jax.random.key(0), (4, 13, 48))
+  params = block.init(jax.random.key(1), x)['params']
+  plain_params = plain.init(jax.random.key(1), x)['params']
+  assert jax.tree.structure(params) == jax.tree.structure(plain_params)
+  jax.tree.map(np.testing.assert_array_equal, params, plain_params)
+  # Non-trivial LayerNorm parameters and biases, so that their gradients are tested too.
+  params = jax.tree.map(
+    lambda p: p + 0.1 * jax.random.normal(jax.random.key(p.size), p.shape), params
+  )
+  weights = jax.random.normal(jax.random.key(2), x.shape)
+  rngs = {'dropout': jax.random.key(3)} if train else {}
+
+  def loss(module, p, x):
+    out, _ = module.apply({'params': p}, x, None, 0, not train, rngs=rngs)
+    return jnp.sum(jnp.sin(out) * weights)
+
+  value, grads = jax.jit(jax.value_and_grad(lambda p, x: loss(block, p, x), (0, 1)))(params, x)
+  value_ref, grads_ref = jax.jit(jax.value_and_grad(lambda p, x: loss(plain, p, x), (0, 1)))(
+    params, x
+  )
+  np.testing.assert_allclose(value, value_ref, rtol=1e-5)
+  assert _max_rel_diff(grads_ref, grads) < 1e-5
+  # The comparison can fail: a gradient of the wrong size is caught at this tolerance.
+  scaled = jax.tree.map(lambda g: g * (1 + 1e-4), grads)
+  assert _max_rel_diff(grads_ref, scaled) > 1e-5
+
+
+def test_cached_attention_steps_equal_the_plain_formulation():
+  """A prefix, then one-step chunks against the KV cache: the same outputs and cache."""
+  block, plain = _block_pair(causal=True)
+  b, t, d, heads = 2, 6, 48, 3
+  x = jax.random.normal(jax.random.key(0), (b, t, d))
+  params = block.init(jax.random.key(1), x)['params']
+
+  def run(module):
+    shape = (b, t, heads, d // heads)
+    cache = layers.LayerCache(k_bthd=jnp.zeros(shape), v_bthd=jnp.zeros(shape))
+    outs = []
+    for start, stop in ((0, 3), (3, 4), (4, 5), (5, 6)):
+      out, cache = module.apply({'params': params}, x[:, start:stop], cache, start)
+      outs.append(out)
+    return jnp.concatenate(outs, axis=1), cache
+
+  out, cache = run(block)
+  out_ref, cache_ref = run(plain)
+  np.testing.assert_allclose(out, out_ref, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(cache.k_bthd, cache_ref.k_bthd, atol=1e-6)
+  np.testing.assert_allclose(cache.v_bthd, cache_ref.v_bthd, atol=1e-6)
+
+
+def test_bfloat16_block_stays_close_to_the_plain_formulation():
+  block, plain = _block_pair(causal=False, dtype=jnp.bfloat16)
+  x = jax.random.normal(jax.random.key(0), (4, 13, 48)).astype(jnp.bfloat16)
+  params = block.init(jax.random.key(1), x)['params']
+
+  def grads(module):
+    f = lambda p, x: jnp.sum(module.apply({'params': p}, x)[0].astype(jnp.float32) ** 2)
+    return jax.jit(jax.grad(f, (0, 1)))(params, x)
+
+  new, ref = grads(block), grads(plain)
+  assert {leaf.dtype for leaf in jax.tree.leaves(new[0])} == {jnp.dtype(jnp.float32)}
+  for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref), strict=True):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    assert np.linalg.norm(a - b) <= 3e-2 * np.linalg.norm(b) + 1e-6
+
+
+@pytest.mark.parametrize('stage', ['teacher', 'student'])
+def test_train_step_gradients_equal_the_plain_blocks(stage, monkeypatch):
+  """The whole loss (Tf, Tc, Tl, the glimpse loop's replay) with plain blocks swapped in."""
+  config = tiny_train_config(stage)
+  model = glitr.GliTr.from_config(config.model)
+  params = model.init(jax.random.key(0))
+  frozen = _student_frozen(config) if stage == 'student' else {}
+  batch = _batch(config)
+  loss_fn = steps.LOSSES[stage]
+  rng = jax.random.key(4)
+
+  def value_and_grad():
+    f = lambda p: loss_fn(model, config, p, batch, rng, frozen)[0]
+    return jax.jit(jax.value_and_grad(f))(params)
+
+  value, grads = value_and_grad()
+  monkeypatch.setattr(layers, 'Block', PlainBlock)
+  value_ref, grads_ref = value_and_grad()
+  np.testing.assert_allclose(value, value_ref, rtol=1e-5)
+  assert _max_rel_diff(grads_ref, grads) < 1e-5

@@ -10,6 +10,7 @@ their own. The full causal pass is the special case of an empty cache, so one me
 training (whole sequence at once) and online inference (one step at a time).
 """
 
+import functools
 import math
 from typing import Any
 
@@ -104,16 +105,158 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+# --- Formulations XLA's CPU backend runs faster than the plain ones (docs/performance.md). ---
+# Each computes what the plain form computes: tests/perf_test.py checks values and gradients
+# against nn.Dense, nn.LayerNorm and autodiff to 1e-5. The hand-written backward passes
+# (LayerNorm, the attention core) have no weights to multiply: under vmap (the student's replay
+# of its glimpse loop) a custom VJP's weight gradient would become one small product per mapped
+# element instead of one large product.
+
+
+def linear(x: jax.Array, kernel_io: jax.Array, bias_o: jax.Array) -> jax.Array:
+  """x @ kernel + bias over the last axis, as nn.Dense computes it, on rows flattened to 2-D.
+
+  Flattening first makes the weight gradient one 2-D product contracting the rows (x^T dy),
+  which XLA's CPU backend runs in place; over (B, S, I) inputs it is a contraction over two
+  batch axes, which it runs after copying a transposed operand.
+
+  Args:
+    x: (..., I) inputs.
+    kernel_io: (I, O) weights.
+    bias_o: (O,) bias.
+
+  Returns:
+    (..., O) outputs.
+  """
+  lead = x.shape[:-1]
+  x_mi = x.reshape(-1, x.shape[-1])
+  return (x_mi @ kernel_io + bias_o).reshape(lead + (-1,))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x: jax.Array, scale_d: jax.Array, bias_d: jax.Array, eps: float) -> jax.Array:
+  return _layer_norm_fwd(x, scale_d, bias_d, eps)[0]
+
+
+def _layer_norm_stats(x32: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
+  # flax.linen.LayerNorm's statistics: E[x^2] - E[x]^2 (clipped at 0) in float32.
+  mean = jnp.mean(x32, axis=-1, keepdims=True)
+  var = jnp.maximum(jnp.mean(x32 * x32, axis=-1, keepdims=True) - mean * mean, 0.0)
+  return mean, jax.lax.rsqrt(var + eps)
+
+
+def _layer_norm_fwd(x, scale_d, bias_d, eps):
+  x32 = x.astype(jnp.float32)
+  mean, rstd = _layer_norm_stats(x32, eps)
+  y = ((x32 - mean) * (rstd * scale_d) + bias_d).astype(x.dtype)
+  # The input and two numbers per row are kept, not the normalised activations.
+  return y, (x, mean, rstd, scale_d)
+
+
+def _layer_norm_bwd(eps, residuals, dy):
+  del eps
+  x, mean, rstd, scale_d = residuals
+  rows = tuple(range(x.ndim - 1))
+  xhat = (x.astype(jnp.float32) - mean) * rstd
+  dy32 = dy.astype(jnp.float32)
+  g = dy32 * scale_d
+  dx = rstd * (g - jnp.mean(g, -1, keepdims=True) - xhat * jnp.mean(g * xhat, -1, keepdims=True))
+  dscale = jnp.sum(dy32 * xhat, axis=rows).astype(scale_d.dtype)
+  return dx.astype(x.dtype), dscale, jnp.sum(dy32, axis=rows).astype(scale_d.dtype)
+
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+@jax.custom_vjp
+def attention_core(
+  q_bhsd: jax.Array, k_bhtd: jax.Array, v_bhtd: jax.Array, allowed_st: jax.Array | None
+) -> jax.Array:
+  """softmax(q k^T) v per head, with a float32 softmax; `allowed_st` masks keys (True: attend).
+
+  Args:
+    q_bhsd: (B, heads, S, head_dim) queries, already scaled by head_dim^-1/2.
+    k_bhtd: (B, heads, T, head_dim) keys.
+    v_bhtd: (B, heads, T, head_dim) values.
+    allowed_st: (S, T) bool, or None to attend everywhere.
+
+  Returns:
+    (B, heads, S, head_dim) outputs.
+  """
+  return _attention_fwd(q_bhsd, k_bhtd, v_bhtd, allowed_st)[0]
+
+
+def _attention_fwd(q_bhsd, k_bhtd, v_bhtd, allowed_st):
+  logits_bhst = jnp.einsum('bhsd,bhtd->bhst', q_bhsd, k_bhtd)
+  if allowed_st is not None:
+    logits_bhst = jnp.where(allowed_st, logits_bhst, jnp.finfo(logits_bhst.dtype).min)
+  probs_bhst = jax.nn.softmax(logits_bhst.astype(jnp.float32), axis=-1).astype(q_bhsd.dtype)
+  out_bhsd = jnp.einsum('bhst,bhtd->bhsd', probs_bhst, v_bhtd)
+  return out_bhsd, (q_bhsd, k_bhtd, v_bhtd, probs_bhst, out_bhsd)
+
+
+def _attention_bwd(residuals, dout_bhsd):
+  q_bhsd, k_bhtd, v_bhtd, probs_bhst, out_bhsd = residuals
+  dv_bhtd = jnp.einsum('bhst,bhsd->bhtd', probs_bhst, dout_bhsd)
+  dprobs_bhst = jnp.einsum('bhsd,bhtd->bhst', dout_bhsd, v_bhtd)
+  # The softmax's backward needs sum_t p_st dp_st per query; it equals sum_d dout_sd out_sd, a
+  # reduction over head_dim instead of over the S x T probabilities (FlashAttention's identity).
+  delta_bhs1 = jnp.sum(
+    dout_bhsd.astype(jnp.float32) * out_bhsd.astype(jnp.float32), axis=-1, keepdims=True
+  )
+  dlogits_bhst = probs_bhst.astype(jnp.float32) * (dprobs_bhst.astype(jnp.float32) - delta_bhs1)
+  dlogits_bhst = dlogits_bhst.astype(q_bhsd.dtype)
+  dq_bhsd = jnp.einsum('bhst,bhtd->bhsd', dlogits_bhst, k_bhtd)
+  dk_bhtd = jnp.einsum('bhst,bhsd->bhtd', dlogits_bhst, q_bhsd)
+  return dq_bhsd, dk_bhtd, dv_bhtd, None
+
+
+attention_core.defvjp(_attention_fwd, _attention_bwd)
+
+
+# --- Modules. ---
+class LinearParams(nn.Module):
+  """The weights of a linear layer, named as nn.Dense names them ('kernel' (I, O), 'bias' (O,)).
+
+  Returns them cast to `dtype`, for `linear` or a fused product (`Mlp`) to apply.
+  """
+
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param('kernel', dense_init, (in_features, self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    return kernel.astype(self.dtype), bias.astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+  """flax.linen.LayerNorm over the last axis (statistics in float32), parameters 'scale', 'bias'."""
+
+  epsilon: float = LN_EPS
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    d = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (d,))
+    bias = self.param('bias', nn.initializers.zeros, (d,))
+    return _layer_norm(x, scale, bias, self.epsilon).astype(self.dtype)
+
+
 class Mlp(nn.Module):
+  """fc1 -> GELU -> fc2."""
+
   hidden_dim: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    out_dim = x.shape[-1]
-    x = nn.Dense(self.hidden_dim, dtype=self.dtype, kernel_init=dense_init, name='fc1')(x)
-    x = gelu(x)
-    return nn.Dense(out_dim, dtype=self.dtype, kernel_init=dense_init, name='fc2')(x)
+    d = x.shape[-1]
+    w1, b1 = LinearParams(self.hidden_dim, dtype=self.dtype, name='fc1')(d)
+    w2, b2 = LinearParams(d, dtype=self.dtype, name='fc2')(self.hidden_dim)
+    return linear(gelu(linear(x.astype(self.dtype), w1, b1)), w2, b2)
 
 
 class Attention(nn.Module):
@@ -146,9 +289,11 @@ class Attention(nn.Module):
     b, s, d = x_bsd.shape
     h = self.num_heads
     hd = d // h
-    qkv = nn.Dense(3 * d, dtype=self.dtype, kernel_init=dense_init, name='qkv')(x_bsd)
-    qkv = qkv.reshape(b, s, 3, h, hd)
-    q_bshd, k_bshd, v_bshd = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    qkv_kernel, qkv_bias = LinearParams(3 * d, dtype=self.dtype, name='qkv')(d)
+    qkv_bs3hd = linear(x_bsd.astype(self.dtype), qkv_kernel, qkv_bias).reshape(b, s, 3, h, hd)
+    # jnp.split, not three slices: its gradient is one concatenation, where the slices' would be
+    # three zero-padded copies of the (B, S, 3, heads, head_dim) tensor added together.
+    q_bshd, k_bshd, v_bshd = (part[:, :, 0] for part in jnp.split(qkv_bs3hd, 3, axis=2))
 
     if cache is None:
       k_bthd, v_bthd, new_cache = k_bshd, v_bshd, None
@@ -161,13 +306,7 @@ class Attention(nn.Module):
       )
       new_cache = LayerCache(k_bthd=k_bthd, v_bthd=v_bthd)
 
-    # Heads-major operands, (B, heads, tokens, head_dim): each head's products are then plain
-    # batched matmuls over contiguous matrices, not products over the strided (B, tokens, heads,
-    # head_dim) layout.
-    q_bhsd = jnp.swapaxes(q_bshd * (hd**-0.5), 1, 2)
-    k_bhtd = jnp.swapaxes(k_bthd.astype(self.dtype), 1, 2)
-    v_bhtd = jnp.swapaxes(v_bthd.astype(self.dtype), 1, 2)
-    logits_bhst = jnp.einsum('bhsd,bhtd->bhst', q_bhsd, k_bhtd)
+    allowed_st = None
     if self.causal or cache is not None:
       q_pos = start + jnp.arange(s)
       k_pos = jnp.arange(k_bthd.shape[1])
@@ -175,12 +314,17 @@ class Attention(nn.Module):
         allowed_st = k_pos[None, :] <= q_pos[:, None]
       else:  # A cache holds unused slots past the filled length.
         allowed_st = jnp.broadcast_to(k_pos[None, :] < start + s, (s, k_pos.shape[0]))
-      logits_bhst = jnp.where(allowed_st[None, None], logits_bhst, jnp.finfo(logits_bhst.dtype).min)
-    probs_bhst = jax.nn.softmax(logits_bhst.astype(jnp.float32), axis=-1).astype(self.dtype)
-    out_bhsd = jnp.einsum('bhst,bhtd->bhsd', probs_bhst, v_bhtd)
-    out = nn.Dense(d, dtype=self.dtype, kernel_init=dense_init, name='proj')(
-      jnp.swapaxes(out_bhsd, 1, 2).reshape(b, s, d)
+    # Heads-major operands, (B, heads, tokens, head_dim): each head's products are then plain
+    # batched matmuls over contiguous matrices, not products over the strided (B, tokens, heads,
+    # head_dim) layout.
+    out_bhsd = attention_core(
+      jnp.swapaxes(q_bshd * (hd**-0.5), 1, 2),
+      jnp.swapaxes(k_bthd.astype(self.dtype), 1, 2),
+      jnp.swapaxes(v_bthd.astype(self.dtype), 1, 2),
+      allowed_st,
     )
+    proj_kernel, proj_bias = LinearParams(d, dtype=self.dtype, name='proj')(d)
+    out = linear(jnp.swapaxes(out_bhsd, 1, 2).reshape(b, s, d), proj_kernel, proj_bias)
     return out, new_cache
 
 
@@ -202,12 +346,12 @@ class Block(nn.Module):
     deterministic: bool = True,
   ) -> tuple[jax.Array, LayerCache | None]:
     d = x_bsd.shape[-1]
-    y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name='norm1')(x_bsd)
+    y = LayerNorm(LN_EPS, dtype=self.dtype, name='norm1')(x_bsd)
     y, cache = Attention(self.num_heads, causal=self.causal, dtype=self.dtype, name='attn')(
       y, cache, start
     )
     x_bsd = x_bsd + DropPath(self.drop_path)(y, deterministic)
-    y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name='norm2')(x_bsd)
+    y = LayerNorm(LN_EPS, dtype=self.dtype, name='norm2')(x_bsd)
     y = Mlp(int(d * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
     x_bsd = x_bsd + DropPath(self.drop_path)(y, deterministic)
     return x_bsd, cache
