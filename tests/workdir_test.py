@@ -94,6 +94,7 @@ def test_a_stage_field_given_at_the_top_is_refused_naming_its_home():
 
 def test_overrides_reach_the_stages_that_use_them(tmp_path):
   config = demo.get_config()
+  student_steps = config.pipeline.student.num_train_steps
   config.seed = 5
   config.pipeline.teacher.num_train_steps = 3
   config.pipeline.student.optim.lr_tl = 1e-3
@@ -101,7 +102,7 @@ def test_overrides_reach_the_stages_that_use_them(tmp_path):
   teacher, student, baseline = (
     pipeline.stage_config(config, name, root) for name in ('teacher', 'student', 'baseline')
   )
-  assert teacher.num_train_steps == 3 and student.num_train_steps == 600
+  assert teacher.num_train_steps == 3 and student.num_train_steps == student_steps
   assert teacher.seed == student.seed == baseline.seed == 5
   assert student.optim.lr_tl == baseline.optim.lr_tl == 1e-3
   assert baseline.loss.spatial == baseline.loss.temporal == 0.0
@@ -148,13 +149,15 @@ def test_a_student_refused_by_its_teacher_writes_no_record(run_copy, tmp_path):
 def test_a_finished_stage_with_another_config_is_not_skipped_silently(tmp_path, monkeypatch):
   config = demo.get_config('teacher')
   (stage,) = pipeline.plan(config, str(tmp_path))
-  monkeypatch.setattr(pipeline, 'latest_step', lambda workdir: 300)  # as if finished
+  steps = config.pipeline.teacher.num_train_steps
+  monkeypatch.setattr(pipeline, 'latest_step', lambda workdir: steps)  # as if finished
   os.makedirs(stage.workdir)
   workdir_lib.write_record(stage.workdir, stage.config)
   assert pipeline.is_finished(stage)
-  config.model.depth = 2
+  depth = config.model.depth
+  config.model.depth = depth + 1
   (changed,) = pipeline.plan(config, str(tmp_path))
-  with pytest.raises(workdir_lib.RecordMismatchError, match=r'model.depth: recorded 3, given 2'):
+  with pytest.raises(workdir_lib.RecordMismatchError, match=rf'depth: recorded {depth}, given'):
     pipeline.is_finished(changed)
 
 

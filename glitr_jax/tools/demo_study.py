@@ -413,10 +413,13 @@ def study(
   return result
 
 
-flags.DEFINE_string('workdir', None, 'the study folder (DIR)')
-flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'seeds, comma-separated')
-flags.DEFINE_enum('perturb', '', list(PERTURBATIONS), 'a rounding perturbation (module docstring)')
-flags.DEFINE_multi_string('override', [], '--config.x=y passed to every command (repeatable)')
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, so that importing this module
+  beside another command-line module (glitr_jax.streaming.cli also has --workdir) is harmless."""
+  flags.DEFINE_string('workdir', None, 'the study folder (DIR)')
+  flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'seeds, comma-separated')
+  flags.DEFINE_enum('perturb', '', list(PERTURBATIONS), 'a rounding perturbation (see above)')
+  flags.DEFINE_multi_string('override', [], '--config.x=y passed to every command (repeatable)')
 
 
 def main(argv: Sequence[str]) -> None:
@@ -428,4 +431,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
