@@ -1,4 +1,4 @@
-r"""SSv2 teacher (paper section 5, DESIGN.md section 3): full frames, trains Tf, Tc and Tl.
+r"""SSv2 teacher (paper section 5, docs/design.md 3.2): full frames, trains Tf, Tc and Tl.
 
   python main.py --config=configs/ssv2_teacher.py --workdir=$WORKDIR \
       --config.init.backbone=ibot_vits16_teacher.pth \

@@ -1,6 +1,6 @@
 """Glimpses: the differentiable bilinear crop, its position embeddings, and its footprint.
 
-Official semantics (DESIGN.md section 1): a location l = (lx, ly) is in normalised frame
+Official semantics (docs/design.md 1.3): a location l = (lx, ly) is in normalised frame
 coordinates, +-1 being the centres of the corner pixels (`align_corners=True`), lx horizontal, ly
 vertical pointing down. A glimpse of g x g pixels is PyTorch's
 `grid_sample(frame, affine_grid([[s, 0, lx], [0, s, ly]]), align_corners=True)` with zero padding,
@@ -146,7 +146,7 @@ def box(locations_n2: jax.Array, glimpse_pixels: int, frame_hw: tuple[int, int])
 
 
 def fixed_location(name: str, glimpse_patches: int, grid_size: int) -> tuple[float, float]:
-  """Locations of the paper's fixed strategies (DESIGN.md section 5).
+  """Locations of the paper's fixed strategies (docs/design.md section 5).
 
   'center' is (0, 0); 'bottom_left' is (-1 + s, 1 - s), s = n / G: the glimpse inside the frame,
   touching its bottom-left corner (ly points down).

@@ -20,7 +20,7 @@ VARIABLES = {'params': PARAMS}
 
 
 def smooth_frames(key, shape):
-  """Low-frequency frames: a closed loop on white noise amplifies float rounding (DESIGN.md 1)."""
+  """Low-frequency frames: a closed loop on white noise amplifies rounding (docs/design.md 1.3)."""
   b, t, h, w, c = shape
   y, x = jnp.meshgrid(jnp.linspace(0, 1, h), jnp.linspace(0, 1, w), indexing='ij')
   coef = jax.random.normal(key, (b, t, 1, 1, c, 3))

@@ -47,7 +47,7 @@ def test_cached_steps_equal_the_full_causal_pass(sizes):
 
 def test_cached_steps_with_one_rng_equal_the_full_pass_in_training():
   # With drop-path on, one RNG for every cached step draws the same per-example, per-block
-  # masks as the full pass: the training scan matches one causal pass (DESIGN.md section 1).
+  # masks as the full pass: the training scan matches one causal pass (docs/design.md 6.1).
   rng = jax.random.key(7)
   train_full = full(PARAMS, FEATS, rng, deterministic=False)
   assert not np.allclose(train_full, full(PARAMS, FEATS), atol=1e-3)  # drop-path is active

@@ -5,7 +5,7 @@ The parameters are one dict whose top-level names follow the official state dict
 `GliTr` holds the three module definitions and composes them; it has no state of its own, so every
 method is a pure function of `params` and its inputs, usable under jit, grad and lax.scan.
 
-Forwards (DESIGN.md section 1):
+Forwards (docs/design.md 1.6):
   teacher_forward   full frames: f~ = Tf(x), y~ = Tc(f~), locations [init_loc, Tl(sg(f~))[:T-1]].
   student_forward   Algorithm 1: l_1 = init_loc; for each t, g_t = crop(x_t, l_t),
                     f^_t = Tf(g_t, pos(l_t)), l_{t+1} = Tl(sg(f^_{1:t}))[t]; then y^ = Tc(f^) in one
@@ -146,7 +146,7 @@ class GliTr:
 
   # --- Initialisation. ---
   def init(self, rng: jax.Array) -> Params:
-    """Parameters from scratch (DESIGN.md section 1): Tl starts as an exact copy of Tc.
+    """Parameters from scratch (docs/design.md 1.5): Tl starts as an exact copy of Tc.
 
     Tl shares Tc's blocks, input projection and temporal embedding at initialisation (copied, not
     aliased), and has its own head (PyTorch default init x 0.1, no bias) and init_loc = (0, 0).

@@ -1,6 +1,6 @@
 """Tc and Tl: the causal temporal transformer, with an explicit key/value cache.
 
-Architecture (DESIGN.md section 1): input projection Linear(D -> E) + LayerNorm (identity when
+Architecture (docs/design.md 1.4): input projection Linear(D -> E) + LayerNorm (identity when
 D == E), a learned temporal position embedding per frame, pre-LN causal blocks, a final LayerNorm
 and a linear head applied at every position; no class token. The output at position t depends on
 inputs 1..t only.

@@ -1,6 +1,6 @@
 """VideoMAE ViT-B/16 for video classification: the offline model behind the SSv2 teacher's L_dist.
 
-The semantics are those of MCG-NJU/VideoMAE `modeling_finetune.py` (DESIGN.md section 1, "VideoMAE
+The semantics are those of MCG-NJU/VideoMAE `modeling_finetune.py` (docs/design.md 1.8, "VideoMAE
 ViT-B/16"), so its fine-tuned checkpoints load unchanged (glitr_jax.convert.videomae):
 
   tokens   a Conv3d with kernel = stride = (tubelet, patch, patch) over the clip, flattened in
@@ -44,7 +44,7 @@ CONFIG_FIELDS = (
 
 
 def sinusoid_table(num_positions: int, width: int) -> np.ndarray:
-  """VideoMAE's fixed position table (DESIGN.md section 1), float32 (num_positions, width).
+  """VideoMAE's fixed position table (docs/design.md 1.8), float32 (num_positions, width).
 
   angle(p, j) = p / 10000 ** (2 * (j // 2) / width); sin on even channels j, cos on odd ones
   (interleaved, not two halves). Evaluated in float64 then cast to float32, as the official numpy
@@ -95,7 +95,7 @@ class TubeletEmbed(nn.Module):
 class Attention(nn.Module):
   """VideoMAE's self-attention: a bias-free qkv Linear plus cat(q_bias, 0, v_bias).
 
-  Keys get no bias (DESIGN.md section 1): a key bias would add q . b_k to every logit of a query,
+  Keys get no bias (docs/design.md 1.8): a key bias would add q . b_k to every logit of a query,
   which the softmax cancels, so VideoMAE (after BEiT) leaves it out. Queries are scaled by
   head_dim^-0.5 before the dot product; the softmax runs in float32.
   """
@@ -236,7 +236,7 @@ class VideoMAE(nn.Module):
     x_bnd = TubeletEmbed(
       self.tubelet_size, self.patch_size, self.hidden_size, dtype=self.dtype, name='patch_embed'
     )(video_bthwc)
-    # Fixed, not learned: the official code adds the table `.type_as(x)` (DESIGN.md section 1).
+    # Fixed, not learned: the official code adds the table `.type_as(x)` (docs/design.md 1.8).
     pos_nd = sinusoid_table(self.num_tokens, self.hidden_size)
     x_bnd = x_bnd + jnp.asarray(pos_nd, self.dtype)[None]
     for i in range(self.depth):

@@ -1,13 +1,13 @@
 """GlimpseAgent: GliTr's student run online, one glimpse per stream and step.
 
 The device side is two pure functions of (params, state): `init_state` and `agent_step`. The step
-is `GliTr.glimpse_step` (Tf on the glimpse, then Tc's and Tl's cached steps, DESIGN.md section 1)
+is `GliTr.glimpse_step` (Tf on the glimpse, then Tc's and Tl's cached steps, docs/design.md 1.6)
 plus the early-exit bookkeeping, so one jit-compiled call per glimpse runs the whole model for B
 independent streams. The host side (input checks, step count, the threshold) is
 `glitr_jax.agent_host.StreamingAgent`, shared with the exported runtime.
 
 Streams that are done. A stream is done from the first step whose max softmax probability exceeds
-gamma (DESIGN.md section 5, early exit), and at the num_frames-th step. Its prediction then
+gamma (docs/design.md section 5, early exit), and at the num_frames-th step. Its prediction then
 freezes: every later step returns the probs, label, confidence and next_location of its exit step,
 whatever pixels arrive for it (`run_stream` stops reading its camera). The batch keeps running
 while any stream is live; the finished streams' KV caches keep advancing on the ignored pixels,

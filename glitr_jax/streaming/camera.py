@@ -8,7 +8,7 @@ small-field-of-view sensor implements `_capture` directly; the two simulated cam
 frame internally and crop it with the official bilinear crop (`glitr_jax.glimpse.extract`), so the
 agent sees exactly the pixels `glitr_jax.inference.student_forward` would crop from that frame.
 
-Pixels are what glitr_jax's models expect: float32, RGB, ImageNet-normalised (DESIGN.md
+Pixels are what glitr_jax's models expect: float32, RGB, ImageNet-normalised (docs/design.md
 section 1), frames of the model's size before cropping.
 """
 
@@ -24,7 +24,7 @@ from PIL import Image
 
 from glitr_jax import glimpse, pixels
 
-# The evaluation geometry (DESIGN.md section 4): short side to 256, centre crop 224.
+# The evaluation geometry (docs/design.md 4.3): short side to 256, centre crop 224.
 EVAL_CROP_FRACTION = 224 / 256
 
 _extract = jax.jit(glimpse.extract, static_argnums=2)
