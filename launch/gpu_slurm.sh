@@ -19,14 +19,10 @@
 #SBATCH --requeue
 #SBATCH --output=glitr-jax-%j.log
 set -euo pipefail
-if [[ $# -lt 2 ]]; then
-  echo "usage: sbatch --nodes=N --gpus-per-node=G $0 CONFIG WORKDIR [main.py flags...]" >&2
-  exit 2
-fi
-config=$1
-workdir=$2
-shift 2
+# sbatch runs a copy of this script: the checkout is where the job was submitted from.
 repo=${GLITR_REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}
+source "$repo/launch/args.sh"
+parse_run_args "sbatch --nodes=N --gpus-per-node=G $0 CONFIG WORKDIR [main.py flags...]" "$@"
 cd "$repo"
 # One-time install on the shared file system: python3 -m venv .venv &&
 #   .venv/bin/pip install -r requirements.txt "jax[cuda12]==0.10.2"
@@ -36,7 +32,8 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 mkdir -p "$workdir"
 status=0
-srun --kill-on-bad-exit=1 .venv/bin/python main.py --config="$config" --workdir="$workdir" "$@" ||
+srun --kill-on-bad-exit=1 .venv/bin/python main.py --config="$config" --workdir="$workdir" \
+  "${run_args[@]}" ||
   status=$?
 if [[ $status -eq 75 ]]; then  # main.py: preempted, state saved
   echo "preempted: requeueing job $SLURM_JOB_ID to resume" >&2

@@ -11,14 +11,9 @@
 # Preloads tcmalloc when the system has it (apt install libtcmalloc-minimal4; GLITR_TCMALLOC=0
 # keeps glibc's malloc): on the CPU it makes training steps faster (README, Performance).
 set -euo pipefail
-if [[ $# -lt 2 ]]; then
-  echo "usage: $0 CONFIG WORKDIR [main.py flags...]" >&2
-  exit 2
-fi
-config=$1
-workdir=$2
-shift 2
 repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$repo/launch/args.sh"
+parse_run_args "$0 CONFIG WORKDIR [main.py flags...]" "$@"
 cd "$repo"
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
@@ -29,4 +24,4 @@ mkdir -p "$workdir"
 # Preload tcmalloc if the system has it: faster CPU steps (launch/host_malloc.sh).
 source launch/host_malloc.sh
 preload_tcmalloc
-.venv/bin/python main.py --config="$config" --workdir="$workdir" "$@" 2>&1 | tee -a "$workdir/log.txt"
+.venv/bin/python main.py --config="$config" --workdir="$workdir" "${run_args[@]}" 2>&1 | tee -a "$workdir/log.txt"

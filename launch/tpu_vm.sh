@@ -12,13 +12,9 @@
 # from the newest checkpoint in WORKDIR. Set CREATE=0 to reuse an existing TPU VM, DELETE=1 to
 # delete it when the run ends. Needs the gcloud CLI, authenticated, with the TPU API enabled.
 set -euo pipefail
-if [[ $# -lt 2 ]]; then
-  echo "usage: TPU_NAME=... ZONE=... ACCELERATOR=v4-8 $0 CONFIG WORKDIR [main.py flags...]" >&2
-  exit 2
-fi
-config=$1
-workdir=$2
-shift 2
+repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$repo/launch/args.sh"
+parse_run_args "TPU_NAME=... ZONE=... ACCELERATOR=v4-8 $0 CONFIG WORKDIR [main.py flags...]" "$@"
 : "${TPU_NAME:?set TPU_NAME}"
 : "${ZONE:?set ZONE (e.g. us-central2-b)}"
 ACCELERATOR=${ACCELERATOR:-v4-8}
@@ -27,7 +23,6 @@ CREATE=${CREATE:-1}
 DELETE=${DELETE:-0}
 PROJECT_FLAG=()
 if [[ -n "${PROJECT:-}" ]]; then PROJECT_FLAG=(--project="$PROJECT"); fi
-repo=$(cd "$(dirname "$0")/.." && pwd)
 
 if [[ "$CREATE" == 1 ]]; then
   gcloud compute tpus tpu-vm create "$TPU_NAME" "${PROJECT_FLAG[@]}" --zone="$ZONE" \
@@ -51,7 +46,7 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${PROJECT_FLAG[@]}" --zone="$ZONE" -
   --command="$setup"
 
 # Quote every argument for the remote shell.
-args=$(printf '%q ' --config="$config" --workdir="$workdir" "$@")
+args=$(printf '%q ' --config="$config" --workdir="$workdir" "${run_args[@]}")
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${PROJECT_FLAG[@]}" --zone="$ZONE" --worker=all \
   --command="cd ~/glitr-jax && .venv/bin/python main.py $args 2>&1 | tee -a ~/glitr-jax-run.log"
 

@@ -53,3 +53,21 @@ def test_keeps_a_preload_the_user_set(tmp_path, tcmalloc):
   assert _preloaded(tmp_path, _listing(tcmalloc), LD_PRELOAD='/opt/jemalloc.so') == (
     '/opt/jemalloc.so'
   )
+
+
+def _parsed(*args: str) -> subprocess.CompletedProcess:
+  script = (
+    'set -euo pipefail; source launch/args.sh; parse_run_args "x CONFIG WORKDIR" "$@"; '
+    'printf "%s|%s|%s\\n" "$config" "$workdir" "${#run_args[@]}"; printf "[%s]" "${run_args[@]}"'
+  )
+  return subprocess.run(
+    ['bash', '-c', script, 'launch', *args], cwd=_REPO, capture_output=True, text=True
+  )
+
+
+def test_launch_scripts_parse_config_workdir_and_the_flags_after_them():
+  out = _parsed('configs/demo.py', '/tmp/w', '--config.seed=1', '--mode=evaluate').stdout
+  assert out == 'configs/demo.py|/tmp/w|2\n[--config.seed=1][--mode=evaluate]'
+  assert _parsed('configs/demo.py', '/tmp/w').stdout.startswith('configs/demo.py|/tmp/w|0\n')
+  missing = _parsed('configs/demo.py')
+  assert missing.returncode == 2 and missing.stderr == 'usage: x CONFIG WORKDIR\n'
