@@ -408,3 +408,26 @@ def test_train_step_gradients_equal_the_plain_blocks(stage, monkeypatch):
   value_ref, grads_ref = value_and_grad()
   np.testing.assert_allclose(value, value_ref, rtol=1e-5)
   assert _max_rel_diff(grads_ref, grads) < 1e-5
+
+
+def test_low_precision_linear_accumulates_in_float32_and_differentiates_as_plain():
+  """bfloat16 `linear`: the value is the float32 product rounded once; the gradient is the plain
+  bfloat16 formulation's (its products in bfloat16)."""
+  keys = jax.random.split(jax.random.key(0), 4)
+  x = jax.random.normal(keys[0], (2, 5, 96)).astype(jnp.bfloat16)
+  kernel = jax.random.normal(keys[1], (96, 40)).astype(jnp.bfloat16)
+  bias = jax.random.normal(keys[2], (40,)).astype(jnp.bfloat16)
+  out = layers.linear(x, kernel, bias)
+  assert out.dtype == jnp.bfloat16
+  exact = jnp.einsum('bsi,io->bso', x.astype(jnp.float32), kernel.astype(jnp.float32)) + bias
+  np.testing.assert_array_equal(np.asarray(out, np.float32), exact.astype(jnp.bfloat16))
+  weights = jax.random.normal(keys[3], out.shape)
+
+  def loss(f):
+    return lambda x, k, b: jnp.sum(f(x, k, b).astype(jnp.float32) * weights)
+
+  grads = jax.grad(loss(layers.linear), (0, 1, 2))(x, kernel, bias)
+  grads_plain = jax.grad(loss(lambda x, k, b: x @ k + b), (0, 1, 2))(x, kernel, bias)
+  for g, g_plain in zip(grads, grads_plain, strict=True):
+    assert g.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(g, np.float32), np.asarray(g_plain, np.float32))
