@@ -23,6 +23,9 @@ FIELDS = (
   'drop_path_rate',
 )
 _REAL_FIELDS = ('mlp_ratio', 'drop_path_rate')  # the rest of FIELDS are positive ints
+# How the model computes, not what it is: every model config has them, but two configs that differ
+# only here hold interchangeable parameters.
+SWITCHES = ('compute_dtype', 'remat', 'posemb_init')
 
 
 def get_model_config(**overrides) -> ml_collections.ConfigDict:
@@ -66,7 +69,7 @@ def get_model_config(**overrides) -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the `model.<field>` whose value is invalid."""
-  missing = [f for f in FIELDS if f not in config]
+  missing = [f for f in FIELDS + SWITCHES if f not in config]
   if missing:
     raise ValueError(f'model config is missing field(s): {missing}')
 
@@ -79,8 +82,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       check(isinstance(config[field], int) and config[field] > 0, field, 'must be a positive int')
   check(config.mlp_ratio > 0, 'mlp_ratio', 'must be positive')
   check(0.0 <= config.drop_path_rate < 1.0, 'drop_path_rate', 'must be in [0, 1)')
-  if 'posemb_init' in config:
-    check(config.posemb_init in ('normal', 'sincos'), 'posemb_init', "must be 'normal' or 'sincos'")
+  check(config.posemb_init in ('normal', 'sincos'), 'posemb_init', "must be 'normal' or 'sincos'")
+  check(isinstance(config.remat, bool), 'remat', 'must be True or False')
+  dtypes = ('float32', 'bfloat16')
+  check(config.compute_dtype in dtypes, 'compute_dtype', f'must be one of {dtypes}')
   check(
     config.image_size % config.patch_size == 0,
     'image_size',
@@ -108,12 +113,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     'mlp_ratio',
     f'model.hidden_size * model.mlp_ratio must be an integer (hidden_size={config.hidden_size})',
   )
-  if 'compute_dtype' in config:
-    check(
-      config.compute_dtype in ('float32', 'bfloat16'),
-      'compute_dtype',
-      "must be 'float32' or 'bfloat16'",
-    )
 
 
 def glimpse_pixels(config: ml_collections.ConfigDict) -> int:

@@ -97,7 +97,7 @@ class GliTr:
   def from_config(cls, config: ml_collections.ConfigDict) -> 'GliTr':
     """Builds GliTr from a model config (glitr_jax.models.config), after validating it."""
     config_lib.validate(config)
-    dtype = jnp.dtype(config.get('compute_dtype', 'float32'))
+    dtype = jnp.dtype(config.compute_dtype)
     grid = config.image_size // config.patch_size
     backbone = vit.VisionTransformer(
       patch_size=config.patch_size,
@@ -107,8 +107,8 @@ class GliTr:
       mlp_ratio=config.mlp_ratio,
       grid_size=grid,
       drop_path_rate=config.drop_path_rate,
-      remat=bool(config.get('remat', False)),
-      posemb_init=config.get('posemb_init', 'normal'),
+      remat=config.remat,
+      posemb_init=config.posemb_init,
       dtype=dtype,
     )
     head = lambda outputs, location: temporal.TemporalTransformer(
@@ -120,7 +120,7 @@ class GliTr:
       mlp_ratio=config.mlp_ratio,
       drop_path_rate=config.drop_path_rate,
       location_head=location,
-      posemb_init=config.get('posemb_init', 'normal'),
+      posemb_init=config.posemb_init,
       dtype=dtype,
     )
     return cls(
