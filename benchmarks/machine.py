@@ -1,9 +1,10 @@
-"""What every benchmark reports about the machine it ran on (merged into its JSON output)."""
+"""What benchmarks share: the machine they ran on (merged into their JSON), random weights."""
 
 import os
 import platform
 
 import jax
+import numpy as np
 
 # Allocators a process may have preloaded (LD_PRELOAD) in place of glibc's malloc.
 _MALLOC_LIBRARIES = ('tcmalloc', 'jemalloc', 'mimalloc')
@@ -43,3 +44,16 @@ def _cpu_model() -> str:
   except OSError:
     pass
   return platform.processor()
+
+
+def random_params(model) -> dict:
+  """Random float32 weights of `model.init`'s shapes (speed does not depend on their values).
+
+  Drawn with NumPy from the shapes: compiling the Flax initialiser of a full-size model would take
+  longer than most benchmarks.
+  """
+  rng = np.random.default_rng(0)
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  return jax.tree.map(
+    lambda s: (0.02 * rng.standard_normal(s.shape)).astype(s.dtype) + (s.ndim == 1), shapes
+  )

@@ -11,9 +11,10 @@ object:
   pixels_read_per_step  g * g per stream, and the fraction of a full frame it is.
 
   python benchmarks/streaming.py                                  # ViT-S/16, 96 px, B = 1, T = 16
-  python benchmarks/streaming.py --batch_size=8 --glimpse_patches=8 --exported
-  python benchmarks/streaming.py --depth=2 --hidden_size=64 --num_heads=2 --image_size=64 \
-      --patch_size=8 --glimpse_patches=4 --temporal_hidden_size=64 --temporal_heads=2 --steps=50
+  python benchmarks/streaming.py --batch_size=8 --model.glimpse_patches=8 --exported
+  python benchmarks/streaming.py --model.depth=2 --model.hidden_size=64 --model.num_heads=2 \
+      --model.image_size=64 --model.patch_size=8 --model.glimpse_patches=4 \
+      --model.temporal_hidden_size=64 --model.temporal_heads=2 --steps=50
 """
 
 import json
@@ -24,6 +25,7 @@ import time
 
 import numpy as np
 from absl import app, flags
+from ml_collections import config_flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
@@ -36,53 +38,15 @@ from glitr_jax import export_runtime, inference  # noqa: E402
 from glitr_jax import streaming as streaming_lib  # noqa: E402
 from glitr_jax.models import config as model_config_lib  # noqa: E402
 
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Frame side.')
-_PATCH_SIZE = flags.DEFINE_integer('patch_size', 16, 'ViT patch side.')
-_HIDDEN = flags.DEFINE_integer('hidden_size', 384, 'ViT width (ViT-S: 384).')
-_DEPTH = flags.DEFINE_integer('depth', 12, 'ViT depth.')
-_HEADS = flags.DEFINE_integer('num_heads', 6, 'ViT heads.')
-_T_HIDDEN = flags.DEFINE_integer('temporal_hidden_size', 768, 'Tc / Tl width.')
-_T_DEPTH = flags.DEFINE_integer('temporal_depth', 4, 'Tc / Tl depth.')
-_T_HEADS = flags.DEFINE_integer('temporal_heads', 6, 'Tc / Tl heads.')
-_CLASSES = flags.DEFINE_integer('num_classes', 174, 'Classes (SSv2: 174).')
-_NUM_FRAMES = flags.DEFINE_integer('num_frames', 16, 'T: steps per stream before a reset.')
-_GLIMPSE = flags.DEFINE_integer('glimpse_patches', 6, 'Patches per glimpse side (6 = 96 px).')
-_DTYPE = flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
+_MODEL = config_flags.DEFINE_config_dict(
+  'model',
+  model_config_lib.get_model_config(drop_path_rate=0.0),
+  'The model (glitr_jax.models.config): the paper ViT-S/16 student by default; --model.x=y.',
+)
 _BATCH = flags.DEFINE_integer('batch_size', 1, 'Independent streams B.')
 _STEPS = flags.DEFINE_integer('steps', 320, 'Timed steps (per measurement).')
 _WARMUP = flags.DEFINE_integer('warmup_steps', 8, 'Untimed steps after compilation.')
 _EXPORTED = flags.DEFINE_bool('exported', False, 'Also time the jax.export artifact.')
-
-
-def _model_config():
-  return model_config_lib.get_model_config(
-    image_size=_IMAGE_SIZE.value,
-    patch_size=_PATCH_SIZE.value,
-    hidden_size=_HIDDEN.value,
-    depth=_DEPTH.value,
-    num_heads=_HEADS.value,
-    temporal_hidden_size=_T_HIDDEN.value,
-    temporal_depth=_T_DEPTH.value,
-    temporal_heads=_T_HEADS.value,
-    num_classes=_CLASSES.value,
-    num_frames=_NUM_FRAMES.value,
-    glimpse_patches=_GLIMPSE.value,
-    compute_dtype=_DTYPE.value,
-    drop_path_rate=0.0,
-  )
-
-
-def _random_params(model_config):
-  """Random weights of the right shapes (latency does not depend on their values).
-
-  Drawn with NumPy from the parameter shapes: compiling the Flax initialiser of a full-size model
-  would take longer than the benchmark.
-  """
-  rng = np.random.default_rng(0)
-  shapes = jax.eval_shape(inference.model_for(model_config).init, jax.random.key(0))
-  return jax.tree.map(
-    lambda s: (0.02 * rng.standard_normal(s.shape)).astype(s.dtype) + (s.ndim == 1), shapes
-  )
 
 
 def _stats(seconds: list[float]) -> dict[str, float]:
@@ -133,9 +97,10 @@ def _time_loop(agent, frames_bhwc: np.ndarray, steps: int, warmup: int) -> list[
 
 def main(argv):
   del argv
-  model_config = _model_config()
-  variables = {'params': _random_params(model_config)}
-  b, s = _BATCH.value, _IMAGE_SIZE.value
+  model_config = _MODEL.value
+  model_config_lib.validate(model_config)
+  variables = {'params': machine.random_params(inference.model_for(model_config))}
+  b, s = _BATCH.value, model_config.image_size
   rng = np.random.default_rng(1)
   agent = streaming_lib.GlimpseAgent(variables, model_config, batch_size=b)
   g = agent.glimpse_pixels
@@ -154,7 +119,7 @@ def main(argv):
     'device': f'{device.platform}:{device.device_kind}',
     'jax_version': jax.__version__,
     'model': {k: model_config[k] for k in model_config_lib.FIELDS if k != 'drop_path_rate'},
-    'compute_dtype': _DTYPE.value,
+    'compute_dtype': model_config.compute_dtype,
     'num_params': int(sum(x.size for x in jax.tree.leaves(variables))),
     'batch_size': b,
     'glimpse_pixels': g,
