@@ -45,6 +45,18 @@ class Job:
   source: str = ''
 
 
+def split_jobs(
+  entries: Sequence[label_files.Entry], payload: Callable[[label_files.Entry], Any], source: str
+) -> list[Job]:
+  """The jobs of one split: its parsed entries, each with `payload(entry)` for the load function.
+
+  `source` is the split or list file the entries came from (what a bad entry's error names).
+  """
+  return [
+    Job(e.video_id, e.label, payload=payload(e), problem=e.problem, source=source) for e in entries
+  ]
+
+
 def _call(load: Callable[[Any], dict], job: Job) -> dict | Exception:
   """Runs `load(job.payload)`; returns the bad-input error instead of raising it."""
   if job.problem:

@@ -57,14 +57,9 @@ class Jester(builder_base.VideoBuilder):
     jobs = {}
     for split, file in SPLIT_FILES.items():
       split_file = os.path.join(root, file)
-      jobs[split] = [
-        builder_base.Job(
-          video_id=entry.video_id,
-          label=entry.label,
-          payload=os.path.join(root, FRAMES_DIR, entry.video_id),
-          problem=entry.problem,
-          source=split_file,
-        )
-        for entry in label_files.jester_split(split_file, names)
-      ]
+      jobs[split] = builder_base.split_jobs(
+        label_files.jester_split(split_file, names),
+        lambda e: os.path.join(root, FRAMES_DIR, e.video_id),
+        split_file,
+      )
     return self._splits(jobs, load_frames)

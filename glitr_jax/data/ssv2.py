@@ -83,14 +83,9 @@ class SomethingSomethingV2(builder_base.VideoBuilder):
     jobs = {}
     for split, file in SPLIT_FILES.items():
       split_file = os.path.join(root, file)
-      jobs[split] = [
-        builder_base.Job(
-          video_id=entry.video_id,
-          label=entry.label,
-          payload=(os.path.join(root, VIDEO_DIR, f'{entry.video_id}.webm'), height),
-          problem=entry.problem,
-          source=split_file,
-        )
-        for entry in label_files.ssv2_split(split_file, names)
-      ]
+      jobs[split] = builder_base.split_jobs(
+        label_files.ssv2_split(split_file, names),
+        lambda e: (os.path.join(root, VIDEO_DIR, f'{e.video_id}.webm'), height),
+        split_file,
+      )
     return self._splits(jobs, load_video)

@@ -101,16 +101,11 @@ class VideoFolder(builder_base.VideoBuilder):
     template = config.frame_template or self._detect_template(frames_dir, frames_root, entries)
     video_io.frame_template_pattern(template)  # Fails early on a malformed template.
     jobs = {
-      split: [
-        builder_base.Job(
-          video_id=entry.video_id,
-          label=entry.label,
-          payload=(os.path.join(frames_root, entry.video_id), template, entry.num_frames),
-          problem=entry.problem,
-          source=os.path.join(root, lists[split]),
-        )
-        for entry in split_entries
-      ]
+      split: builder_base.split_jobs(
+        split_entries,
+        lambda e: (os.path.join(frames_root, e.video_id), template, e.num_frames),
+        os.path.join(root, lists[split]),
+      )
       for split, split_entries in entries.items()
     }
     return self._splits(jobs, load_frames)
