@@ -384,7 +384,7 @@ def test_the_train_step_augments_on_device_as_the_host_does_and_shards():
   model = glitr.GliTr.from_config(config.model)
 
   def inputs(cfg, batch):
-    return steps.teacher_inputs(model, cfg, batch, jax.random.key(3), {})
+    return steps.stage_inputs(model, cfg, batch, jax.random.key(3), {})
 
   host_config = config.copy_and_resolve_references()
   device_config = config.copy_and_resolve_references()

@@ -94,36 +94,6 @@ def _targets_and_video(config, rng, batch, num_classes):
   return video, targets, offline
 
 
-def teacher_inputs(
-  model: glitr.GliTr,
-  config: ml_collections.ConfigDict,
-  batch: dict[str, jax.Array],
-  rng: jax.Array,
-  frozen: dict[str, Params],
-  offline_fn: Callable | None = None,
-) -> dict[str, jax.Array | None]:
-  """What the teacher's objective needs besides its parameters, computed outside autodiff.
-
-  Returns:
-    video (B, T, H, W, 3) after mixup/CutMix, targets (B, C), and the offline model's logits
-    (B, C) for L_dist, or None without it (the offline forward runs here: no gradient state).
-  """
-  r_mix, _, _ = jax.random.split(rng, 3)
-  video, targets, offline = _targets_and_video(
-    config, r_mix, batch, model.temporal_head.num_outputs
-  )
-  if config.loss.dist > 0 and offline is None:
-    if offline_fn is None:
-      raise ValueError(
-        'loss.dist > 0 needs offline logits: set offline.model (on the fly) or '
-        'data.offline_logits (precomputed)'
-      )
-    offline = offline_fn(frozen['offline'], video)
-  if config.loss.dist == 0:
-    offline = None
-  return jax.lax.stop_gradient({'video': video, 'targets': targets, 'offline': offline})
-
-
 def teacher_loss_from_inputs(
   model: glitr.GliTr,
   config: ml_collections.ConfigDict,
@@ -131,7 +101,7 @@ def teacher_loss_from_inputs(
   inputs: dict[str, jax.Array | None],
   rng: jax.Array,
 ) -> tuple[jax.Array, tuple[dict, dict]]:
-  """The teacher's loss as a function of its parameters, given `teacher_inputs`.
+  """The teacher's loss as a function of its parameters, given `stage_inputs`.
 
   The consistency branch crops glimpses at the teacher's own locations and passes them through
   frozen copies T'f, T'c of the current Tf, Tc: the same parameters under stop_gradient (no copy
@@ -160,33 +130,6 @@ def teacher_loss_from_inputs(
   return total, (terms, {'logits': teacher['logits']})
 
 
-def student_inputs(
-  model: glitr.GliTr,
-  config: ml_collections.ConfigDict,
-  batch: dict[str, jax.Array],
-  rng: jax.Array,
-  frozen: dict[str, Params],
-  offline_fn: Callable | None = None,
-) -> dict[str, Any]:
-  """The student's video, targets and the frozen teacher's full-frame outputs, outside autodiff.
-
-  The frozen teacher's forward is the largest part of a student step (ViT-S on every full
-  frame): it runs here, before jax.value_and_grad, as one batched pass over all B * T frames,
-  so no gradient state exists for it.
-
-  Returns:
-    video (B, T, H, W, 3), targets (B, C), and teacher {'logits' (B, T, C), 'features'
-    (B, T, D)}, or None for the CE-only baseline (which needs no teacher).
-  """
-  del offline_fn
-  r_mix, _ = jax.random.split(rng)
-  video, targets, _ = _targets_and_video(config, r_mix, batch, model.temporal_head.num_outputs)
-  teacher = None
-  if config.loss.spatial > 0 or config.loss.temporal > 0:
-    teacher = batch_teacher_targets(model, frozen['teacher'], video)
-  return jax.lax.stop_gradient({'video': video, 'targets': targets, 'teacher': teacher})
-
-
 def student_loss_from_inputs(
   model: glitr.GliTr,
   config: ml_collections.ConfigDict,
@@ -194,7 +137,7 @@ def student_loss_from_inputs(
   inputs: dict[str, Any],
   rng: jax.Array,
 ) -> tuple[jax.Array, tuple[dict, dict]]:
-  """GliTr's loss as a function of its parameters, given `student_inputs`."""
+  """GliTr's loss as a function of its parameters, given `stage_inputs`."""
   _, r_fwd = jax.random.split(rng)
   student = model.student_forward(params, inputs['video'], train=True, rng=r_fwd)
   teacher = inputs['teacher']
@@ -211,11 +154,54 @@ def batch_teacher_targets(model: glitr.GliTr, teacher_params: Params, video: jax
   return jax.tree.map(jax.lax.stop_gradient, out)
 
 
-# (inputs, objective) per stage: the train step differentiates only the objective.
-STAGES = {
-  'teacher': (teacher_inputs, teacher_loss_from_inputs),
-  'student': (student_inputs, student_loss_from_inputs),
-}
+# The objective of each stage, as a function of the parameters: the train step differentiates it.
+OBJECTIVES = {'teacher': teacher_loss_from_inputs, 'student': student_loss_from_inputs}
+# How many keys each stage splits its step's key into: the first is the mixup's; the objective
+# splits the same key the same way and takes the others (its forward, the teacher's glimpses).
+_RNG_SPLITS = {'teacher': 3, 'student': 2}
+
+
+def stage_inputs(
+  model: glitr.GliTr,
+  config: ml_collections.ConfigDict,
+  batch: dict[str, jax.Array],
+  rng: jax.Array,
+  frozen: dict[str, Params],
+  offline_fn: Callable | None = None,
+) -> dict[str, Any]:
+  """What `config.stage`'s objective needs besides its parameters, computed outside autodiff.
+
+  The frozen forwards run here, before jax.value_and_grad, so no gradient state exists for them:
+  for the teacher the offline model (L_dist), for the student the frozen teacher (ViT-S on every
+  full frame, the largest part of a student step, as one batched pass over all B * T frames).
+
+  Returns:
+    video (B, T, H, W, 3) after augmentation and mixup/CutMix, targets (B, C), and
+    teacher stage: `offline`, the offline model's logits (B, C) for L_dist, or None without it;
+    student stage: `teacher`, the frozen teacher's {'logits' (B, T, C), 'features' (B, T, D)},
+    or None for the CE-only baseline (which needs no teacher).
+  """
+  r_mix = jax.random.split(rng, _RNG_SPLITS[config.stage])[0]
+  video, targets, offline = _targets_and_video(
+    config, r_mix, batch, model.temporal_head.num_outputs
+  )
+  inputs = {'video': video, 'targets': targets}
+  w = config.loss
+  if config.stage == 'teacher':
+    if w.dist > 0 and offline is None:
+      if offline_fn is None:
+        raise ValueError(
+          'loss.dist > 0 needs offline logits: set offline.model (on the fly) or '
+          'data.offline_logits (precomputed)'
+        )
+      offline = offline_fn(frozen['offline'], video)
+    inputs['offline'] = offline if w.dist > 0 else None
+  else:
+    teacher = None
+    if w.spatial > 0 or w.temporal > 0:
+      teacher = batch_teacher_targets(model, frozen['teacher'], video)
+    inputs['teacher'] = teacher
+  return jax.lax.stop_gradient(inputs)
 
 
 def stage_loss(
@@ -231,14 +217,10 @@ def stage_loss(
 
   The teacher's: CE, L_dist and the consistency terms on glimpses at its own locations; the
   student's: GliTr's loss against the frozen teacher's full-frame targets. The train step splits
-  the two parts and differentiates only the second.
+  the two parts and differentiates only the second; this is the reference form of both.
   """
-  inputs_fn, objective = STAGES[config.stage]
-  inputs = inputs_fn(model, config, batch, rng, frozen, offline_fn)
-  return objective(model, config, params, inputs, rng)
-
-
-LOSSES = {stage: stage_loss for stage in STAGES}  # the reference form of each stage's loss
+  inputs = stage_inputs(model, config, batch, rng, frozen, offline_fn)
+  return OBJECTIVES[config.stage](model, config, params, inputs, rng)
 
 
 def make_train_step(
@@ -253,15 +235,14 @@ def make_train_step(
   Metrics (device scalars, fetched by the loop at log time): `loss`, every loss term, `lr_tf`,
   `lr_tc`, `lr_tl` at this step, `grad_norm`, and `accuracy_per_t` (T,) on the batch's true labels.
   """
-  if config.stage not in LOSSES:
+  if config.stage not in OBJECTIVES:
     raise ValueError(f"stage={config.stage!r}: must be 'teacher' or 'student'")
-  inputs_fn, objective = STAGES[config.stage]
-  objective = functools.partial(objective, model, config)
+  objective = functools.partial(OBJECTIVES[config.stage], model, config)
 
   def train_step(state: TrainState, batch: dict, frozen: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     # Frozen forwards (the student's teacher, the offline model) run before autodiff.
-    inputs = inputs_fn(model, config, batch, rng, frozen, offline_fn)
+    inputs = stage_inputs(model, config, batch, rng, frozen, offline_fn)
     grad_fn = jax.value_and_grad(objective, argnums=0, has_aux=True)
     (total, (terms, outputs)), grads = grad_fn(state.params, inputs, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
