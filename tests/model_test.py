@@ -8,6 +8,7 @@ import pytest
 from tiny import tiny_model_config
 
 from glitr_jax import glimpse, inference
+from glitr_jax.data import config as data_config_lib
 from glitr_jax.models import config as model_config_lib
 from glitr_jax.models import glitr, layers
 
@@ -177,8 +178,12 @@ def test_invalid_configs_name_the_field(override, field):
 
 
 def test_unknown_config_field_is_an_error():
-  with pytest.raises(ValueError, match='glimpse_size'):
+  with pytest.raises(KeyError, match='glimpse_size'):
     model_config_lib.get_model_config(glimpse_size=96)
+  with pytest.raises(KeyError, match='frame_hieght'):
+    data_config_lib.get_data_config(frame_hieght=256)
+  assert model_config_lib.get_model_config(num_classes=5).num_classes == 5
+  model_config_lib.get_model_config().new_field = 1  # Returned unlocked: configs may add fields.
 
 
 def test_inference_compiles_once_per_config():

@@ -108,10 +108,9 @@ def get_data_config(**overrides) -> ml_collections.ConfigDict:
   c.augment.mixup_prob = 1.0
   c.augment.mixup_switch_prob = 0.5
 
-  unknown = set(overrides) - set(c.keys())
-  if unknown:
-    raise ValueError(f'Unknown data config field(s): {sorted(unknown)}; known: {sorted(c)}')
+  c.lock()  # Overriding a field that does not exist raises a KeyError naming it.
   c.update(overrides)
+  c.unlock()
   return c
 
 

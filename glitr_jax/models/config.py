@@ -60,10 +60,9 @@ def get_model_config(**overrides) -> ml_collections.ConfigDict:
       posemb_init='normal',
     )
   )
-  unknown = set(overrides) - set(config.keys())
-  if unknown:
-    raise ValueError(f'Unknown model config field(s): {sorted(unknown)}; known: {sorted(config)}')
+  config.lock()  # Overriding a field that does not exist raises a KeyError naming it.
   config.update(overrides)
+  config.unlock()
   return config
 
 
