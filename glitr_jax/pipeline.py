@@ -43,9 +43,10 @@ import ml_collections
 from absl import logging
 
 from glitr_jax import data as data_lib
+from glitr_jax import weights
 from glitr_jax import workdir as workdir_lib
 from glitr_jax.eval import run as eval_run
-from glitr_jax.train import checkpoints, loop
+from glitr_jax.train import loop
 
 PIPELINE = 'pipeline'
 TEACHER, STUDENT, EVALUATE = 'teacher', 'student', 'evaluate'
@@ -236,7 +237,7 @@ def plan(config: ml_collections.ConfigDict, root: str, mode: str = 'train') -> l
 def latest_step(workdir: str) -> int | None:
   """The newest finished checkpoint step of a training workdir (None: no checkpoint yet)."""
   try:
-    _, step = checkpoints.resolve(workdir)
+    _, step = weights.resolve(workdir)
   except FileNotFoundError:
     return None
   return step

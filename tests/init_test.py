@@ -2,12 +2,13 @@
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from tiny import tiny_model_config, tiny_train_config
 
-from glitr_jax import convert
+from glitr_jax import convert, weights
 from glitr_jax.models import glitr
-from glitr_jax.train import init
+from glitr_jax.train import checkpoints, init
 
 # An "SSv2 teacher" in miniature: 6 classes, 8 frames; the "Jester teacher" has 4 and 4.
 SOURCE = tiny_model_config(num_classes=6, num_frames=8)
@@ -100,10 +101,6 @@ def test_student_starts_as_a_copy_of_its_frozen_teacher(source_checkpoint):
 
 
 def test_checkpoints_keep_the_last_n_and_the_best_by_accuracy(tmp_path):
-  import orbax.checkpoint as ocp  # noqa: PLC0415
-
-  from glitr_jax.train import checkpoints  # noqa: PLC0415
-
   config = tiny_train_config('teacher')
   config.checkpoint.keep = 2
   config.checkpoint.async_save = False
@@ -120,8 +117,8 @@ def test_checkpoints_keep_the_last_n_and_the_best_by_accuracy(tmp_path):
   assert manager.all_steps() == [4, 6, 7]  # the best (0.9 at step 4) and the last two
   assert checkpoints.best_step(manager) == 4
   manager.close()
-  assert checkpoints.resolve(str(tmp_path), 'best') == (str(tmp_path / 'checkpoints' / '4'), 4)
-  assert checkpoints.resolve(str(tmp_path), 'latest')[1] == 7
+  assert weights.resolve(str(tmp_path), 'best') == (str(tmp_path / 'checkpoints' / '4'), 4)
+  assert weights.resolve(str(tmp_path), 'latest')[1] == 7
   # A resumed run (a new manager) still knows the best one.
   manager = checkpoints.make_manager(str(tmp_path), config)
   for step, acc in {8: None, 9: 0.3}.items():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from tiny import tiny_train_config
 
-from glitr_jax import optim, sharding
+from glitr_jax import optim, sharding, weights
 from glitr_jax.models import glitr
 from glitr_jax.train import checkpoints, loop, steps
 
@@ -139,7 +139,7 @@ def test_loss_falls_on_a_tiny_synthetic_set_and_metrics_are_logged(data_dir, tmp
   assert rows[-1]['eval_examples'] == config.data.synthetic.validation_examples
   assert json.load(open(tmp_path / 'class_names.json'))
   # Checkpoints: the last ones, and loading the parameters back.
-  params, step = checkpoints.load_params(str(tmp_path), config.model)
+  params, step = weights.load_params(str(tmp_path), config.model)
   assert step == 40
   # A workdir from another config is an error that lists the differences, never a re-init.
   other = config.copy_and_resolve_references()
@@ -160,7 +160,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_good_checkpoints(data_d
     loop.train_and_evaluate(config, str(tmp_path))
   ckpt = pathlib.Path(checkpoints.checkpoint_dir(str(tmp_path)))
   for step_dir in sorted(p for p in ckpt.iterdir() if p.name.isdigit()):
-    params, _ = checkpoints.load_params(str(step_dir), config.model)
+    params, _ = weights.load_params(str(step_dir), config.model)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params)), step_dir
 
 
@@ -235,8 +235,8 @@ def test_run_killed_after_a_checkpoint_resumes_bit_for_bit(data_dir, tmp_path):
   run_to_the_end(killed)
 
   config = tiny_train_config('teacher', data_dir)
-  a, step_a = checkpoints.load_params(str(straight), config.model)
-  b, step_b = checkpoints.load_params(str(killed), config.model)
+  a, step_a = weights.load_params(str(straight), config.model)
+  b, step_b = weights.load_params(str(killed), config.model)
   assert step_a == step_b == 30
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert final_metrics(killed) == final_metrics(straight)
@@ -272,7 +272,7 @@ def test_two_processes_with_jax_distributed_match_one_process(data_dir, tmp_path
   for p in procs:
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]
-  multi, step = checkpoints.load_params(str(tmp_path / 'multi'), config.model)
+  multi, step = weights.load_params(str(tmp_path / 'multi'), config.model)
   assert step == 4
 
   # One process, two devices, fed exactly the two hosts' shards side by side.

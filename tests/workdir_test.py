@@ -30,7 +30,7 @@ from data_fixtures import data_config, encode_webm, smooth_frames, write_jester_
 from tiny import tiny_train_config
 
 from configs import demo
-from glitr_jax import pipeline
+from glitr_jax import pipeline, weights
 from glitr_jax import workdir as workdir_lib
 from glitr_jax.data import prepare
 from glitr_jax.eval import run as eval_run
@@ -130,7 +130,7 @@ def test_a_refused_resume_leaves_config_json_byte_identical(run_copy):
     loop.train_and_evaluate(reseeded, workdir)
   assert record_bytes(workdir) == before
   # The intact run still loads as what it is.
-  _, step = checkpoints.load_params(workdir, config.model)
+  _, step = weights.load_params(workdir, config.model)
   assert step == 6
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import safetensors.numpy
 from absl import app, flags, logging
 
+from glitr_jax import weights
 from glitr_jax.convert import official
 from glitr_jax.train import checkpoints
 
@@ -96,7 +97,7 @@ def export_workdir(
   Raises:
     FileNotFoundError: no config.json, no checkpoint, or no checkpoint of that step.
   """
-  config = checkpoints.read_workdir_config(workdir)
+  config = weights.read_workdir_config(workdir)
   source = workdir
   if step is not None:
     source = os.path.join(checkpoints.checkpoint_dir(workdir), str(step))
@@ -104,7 +105,7 @@ def export_workdir(
       root = checkpoints.checkpoint_dir(workdir)
       steps = sorted(int(s) for s in os.listdir(root) if s.isdigit()) if os.path.isdir(root) else []
       raise FileNotFoundError(f'{workdir} has no checkpoint of step {step} (it has: {steps})')
-  params, got = checkpoints.load_params(source, config.model, which)
+  params, got = weights.load_params(source, config.model, which)
   metadata = {'step': got, 'model_config': config.model.to_dict()}
   save_official(params, out, metadata)
   return out, got

@@ -20,19 +20,19 @@ import ml_collections
 from absl import logging
 
 from glitr_jax import data as data_lib
-from glitr_jax import sharding
+from glitr_jax import sharding, weights
 from glitr_jax import workdir as workdir_lib
 from glitr_jax.eval import online, report
 from glitr_jax.eval import strategies as strategies_lib
 from glitr_jax.models import glitr
-from glitr_jax.train import checkpoints, init
+from glitr_jax.train import init
 
 EVAL_DIR = 'eval'
 
 
 def _class_names(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, ...] | None:
   """The evaluated dataset's class names (its metadata), else the workdir's class_names.json."""
-  trained = checkpoints.read_class_names(workdir)
+  trained = weights.read_class_names(workdir)
   try:
     names = tuple(data_lib.dataset_info(config.data).class_names)
   except data_lib.DatasetNotPreparedError:
@@ -60,7 +60,7 @@ def _load(config: ml_collections.ConfigDict, workdir: str, plan: online.EvalPlan
   which = config.eval.checkpoint
   if which not in ('latest', 'best'):
     raise ValueError(f"eval.checkpoint={which!r}: 'latest' or 'best'")
-  params, step = checkpoints.load_params(source, config.model, which=which)
+  params, step = weights.load_params(source, config.model, which=which)
   logging.info('Evaluating %s (step %s)', source, step)
   if config.stage == 'teacher':
     return params, step, source, params, plan

@@ -23,13 +23,12 @@ import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
-from glitr_jax import convert
+from glitr_jax import convert, weights
 from glitr_jax.streaming import render
 from glitr_jax.streaming.agent import GlimpseAgent
 from glitr_jax.streaming.camera import EVAL_CROP_FRACTION, VideoFileCamera
 from glitr_jax.streaming.export import DEFAULT_PLATFORMS, export_agent
 from glitr_jax.streaming.runner import StreamResult, run_stream
-from glitr_jax.train import checkpoints
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A training workdir holding a student (config + checkpoints).')
@@ -82,7 +81,7 @@ def load_model(
   """The student's variables, model config and class names, from a workdir or a checkpoint.
 
   Args:
-    workdir: a training workdir (loaded by glitr_jax.train.checkpoints.load_student).
+    workdir: a training workdir (loaded by glitr_jax.weights.load_student).
     checkpoint: an official .pth/.npz file, used with `model_config` instead of a workdir.
     model_config: an experiment config (its `model` is used) or a model config.
     class_names_path: optional class-name file (overrides the workdir's).
@@ -93,7 +92,7 @@ def load_model(
   if (workdir is None) == (checkpoint is None):
     raise ValueError('give exactly one of --workdir or --checkpoint (with --model_config)')
   if workdir is not None:
-    variables, config, class_names, step = checkpoints.load_student(workdir)
+    variables, config, class_names, step = weights.load_student(workdir)
     logging.info('Loaded the student of %s (step %s)', workdir, step)
   else:
     if model_config is None:

@@ -30,9 +30,8 @@ import os
 import numpy as np
 from absl import app, flags
 
-from glitr_jax import glimpse, inference, pixels
+from glitr_jax import glimpse, inference, pixels, weights
 from glitr_jax.data import synthetic
-from glitr_jax.train import checkpoints
 
 FLAGS = flags.FLAGS
 STAGES = ('teacher', 'student', 'baseline')
@@ -124,7 +123,7 @@ def _stage_dirs(workdir: str) -> dict[str, str]:
   if found:
     return found
   if os.path.exists(os.path.join(workdir, 'config.json')):
-    stage = checkpoints.read_workdir_config(workdir).stage
+    stage = weights.read_workdir_config(workdir).stage
     return {'teacher' if stage == 'teacher' else 'student': workdir}
   raise FileNotFoundError(
     f'{workdir}: no config.json in it or in its {"/, ".join(STAGES)}/ (not a glitr-jax workdir)'
@@ -134,7 +133,7 @@ def _stage_dirs(workdir: str) -> dict[str, str]:
 def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
   """The report (module docstring) for every trained stage in `workdir`."""
   dirs = _stage_dirs(workdir)
-  config = checkpoints.read_workdir_config(next(iter(dirs.values())))
+  config = weights.read_workdir_config(next(iter(dirs.values())))
   if config.data.name != 'glitr_synthetic':
     raise ValueError(
       f'{workdir}: data.name is {config.data.name!r}; only glitr_synthetic knows its targets'
@@ -173,8 +172,8 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
 
   report = {'workdir': workdir, 'num_videos': len(labels), 'policies': {}}
   for stage, directory in dirs.items():
-    stage_config = checkpoints.read_workdir_config(directory)
-    variables = {'params': checkpoints.load_params(directory, stage_config.model)[0]}
+    stage_config = weights.read_workdir_config(directory)
+    variables = {'params': weights.load_params(directory, stage_config.model)[0]}
     student = inference.student_forward(variables, stage_config.model, frames)
     if stage == 'teacher':
       teacher = inference.teacher_forward(variables, stage_config.model, frames)

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a workdir, and loading weights from any place a config may name.
+"""Orbax checkpoints of a training workdir: saving, verifying, resuming.
 
 A run's checkpoints live in `workdir/checkpoints/<step>/` with three items:
   params  the GliTr parameters (a teacher for the next stage loads only this item),
@@ -13,11 +13,7 @@ Every finished step also gets `checksums.json` (size and SHA-256 of each of its 
 by the process that saved it as soon as orbax has finalised the step. Whatever reads a step
 verifies it first: a corrupt or truncated step is named; resuming moves it to
 `workdir/corrupt_checkpoints/` (nothing is deleted) and falls back to the newest good step, while
-loading weights (evaluation, a student's teacher, streaming, export) refuses it.
-
-Weights can come from a workdir (its newest checkpoint, or the best with `which='best'`), a
-checkpoint step directory, or an official `.pth` / `.npz` file (glitr_jax.convert). Weights read
-from a workdir are checked against the model fields its config.json recorded.
+loading weights (glitr_jax.weights: evaluation, a student's teacher, streaming, export) refuses it.
 """
 
 import hashlib
@@ -36,13 +32,13 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from glitr_jax import convert
 from glitr_jax import workdir as workdir_lib
 from glitr_jax.models import glitr
 
 BEST_METRIC = 'accuracy_at_T'
 CHECKSUMS_FILE = 'checksums.json'
 QUARANTINE_DIR = 'corrupt_checkpoints'
+CLASS_NAMES_FILE = 'class_names.json'  # beside config.json: the dataset's class names, in order
 
 
 class CorruptCheckpointError(workdir_lib.WorkdirError):
@@ -346,8 +342,9 @@ def best_step(manager: ocp.CheckpointManager) -> int | None:
   return max(scored)[1] if scored else None
 
 
-def _params_from_step_dir(step_dir: str, model_config) -> Any:
-  # Restored onto this process's first device, whatever devices wrote it.
+def restore_params(step_dir: str, model_config: ml_collections.ConfigDict) -> Any:
+  """The `params` item of one step directory, onto this process's first device (whatever devices
+  wrote it); a checkpoint of another model is a ValueError listing the differences."""
   expected = _abstract(
     jax.eval_shape(glitr.GliTr.from_config(model_config).init, jax.random.key(0)),
     jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
@@ -360,110 +357,20 @@ def _params_from_step_dir(step_dir: str, model_config) -> Any:
     return ckptr.restore(path, expected)
 
 
-def resolve(source: str, which: str = 'latest') -> tuple[str, int | None]:
-  """Where weights named by a config field live: (path, step or None for official files).
-
-  Args:
-    source: a workdir, a workdir's `checkpoints/` directory, one `checkpoints/<step>` directory,
-      or an official `.pth` / `.npz` file.
-    which: for a workdir, 'latest' or 'best' (falls back to latest when no checkpoint has an
-      evaluation).
-  """
-  if not source:
-    raise ValueError('no checkpoint named (the config field is empty)')
-  if os.path.isfile(source):
-    return source, None
-  if not os.path.isdir(source):
-    raise FileNotFoundError(f'checkpoint not found: {source}')
-  if os.path.isdir(os.path.join(source, 'params')):
-    step = os.path.basename(os.path.normpath(source))
-    return source, int(step) if step.isdigit() else None
-  ckpt_root = source if os.path.basename(os.path.normpath(source)) == 'checkpoints' else (
-    os.path.join(source, 'checkpoints')
-  )  # fmt: skip
-  if not os.path.isdir(ckpt_root):
-    raise FileNotFoundError(f'{source} holds no checkpoints (expected {ckpt_root}/<step>/)')
-  manager = ocp.CheckpointManager(
-    ckpt_root, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=_handlers()
+def read_only_manager(checkpoints_root: str) -> ocp.CheckpointManager:
+  """A manager that reads the steps under `checkpoints_root` and never writes or deletes."""
+  return ocp.CheckpointManager(
+    checkpoints_root,
+    options=ocp.CheckpointManagerOptions(read_only=True),
+    item_handlers=_handlers(),
   )
-  step = best_step(manager) if which == 'best' else None
-  step = manager.latest_step() if step is None else step
-  manager.close()
-  if step is None:
-    raise FileNotFoundError(f'{ckpt_root} holds no finished checkpoint')
-  return os.path.join(ckpt_root, str(step)), step
-
-
-def record_beside(path: str) -> ml_collections.ConfigDict | None:
-  """The config.json of the workdir that `path` (a workdir or a checkpoint in it) lies in."""
-  for folder in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
-    record = workdir_lib.read_record(folder)
-    if record is not None:
-      return record
-  return None
-
-
-def load_params(
-  source: str, model_config: ml_collections.ConfigDict, which: str = 'latest'
-) -> tuple[Any, int | None]:
-  """GliTr parameters from a workdir, a checkpoint directory, or an official .pth/.npz file.
-
-  A checkpoint directory is verified against its checksums, and its workdir's recorded model
-  fields must equal `model_config`'s.
-
-  Returns:
-    (params, step); step is None for official files.
-
-  Raises:
-    CorruptCheckpointError: the checkpoint's files changed since they were saved.
-    RecordMismatchError: the workdir recorded another model.
-  """
-  path, step = resolve(source, which)
-  if os.path.isfile(path):
-    return convert.load_official(path, model_config)['params'], None
-  if not verify_step(path):
-    logging.warning('%s has no %s: loading it unverified', path, CHECKSUMS_FILE)
-  recorded = record_beside(path)
-  if recorded is not None and 'model' in recorded:
-    workdir_lib.check_model(recorded.model, model_config, where=source)
-  logging.info('Loading parameters from %s', path)
-  return _params_from_step_dir(path, model_config), step
-
-
-def read_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config a run wrote to its workdir (config.json)."""
-  record = workdir_lib.read_record(workdir)
-  if record is None:
-    raise FileNotFoundError(
-      f'{workdir_lib.record_path(workdir)} not found: is {workdir} a glitr-jax workdir?'
-    )
-  return record
-
-
-def load_student(workdir: str, which: str = 'latest'):
-  """Everything an application needs to run a trained student from its workdir.
-
-  Returns:
-    (variables {'params': ...}, model_config, class_names (tuple or None), step).
-  """
-  config = read_workdir_config(workdir)
-  params, step = load_params(workdir, config.model, which)
-  return {'params': params}, config.model, read_class_names(workdir), step
 
 
 def write_run_info(workdir: str, config: ml_collections.ConfigDict, class_names) -> None:
   """Writes the resolved config and the dataset's class names beside the checkpoints."""
   os.makedirs(workdir, exist_ok=True)
   workdir_lib.write_record(workdir, config)
-  path = os.path.join(workdir, 'class_names.json')
+  path = os.path.join(workdir, CLASS_NAMES_FILE)
   with open(f'{path}.tmp', 'w') as f:
     json.dump(list(class_names), f, indent=1)
   os.replace(f'{path}.tmp', path)
-
-
-def read_class_names(workdir: str) -> tuple[str, ...] | None:
-  path = os.path.join(workdir, 'class_names.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return tuple(json.load(f))

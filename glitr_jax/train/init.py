@@ -17,10 +17,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from glitr_jax import convert
+from glitr_jax import convert, weights
 from glitr_jax.convert import common
 from glitr_jax.models import glitr
-from glitr_jax.train import checkpoints
 
 Params = Any
 
@@ -34,7 +33,7 @@ def source_model_config(
   file, the class count and frame count are read off the state dict and the rest of
   `model_config` is assumed.
   """
-  path, _ = checkpoints.resolve(source)
+  path, _ = weights.resolve(source)
   if os.path.isfile(path):
     state = common.read_state_dict(path)
     out = ml_collections.ConfigDict(model_config.to_dict())
@@ -44,7 +43,7 @@ def source_model_config(
     if 'temporal_head.tmp_embed' in state:
       out.num_frames = int(state['temporal_head.tmp_embed'].shape[1])
     return out
-  record = checkpoints.record_beside(path)
+  record = weights.record_beside(path)
   if record is None:
     raise FileNotFoundError(f'no config.json beside {source}: cannot tell its model config')
   return record.model
@@ -83,7 +82,7 @@ def teacher_init(config: ml_collections.ConfigDict, model: glitr.GliTr) -> Param
   params = model.init(jax.random.key(config.seed))
   if config.init.checkpoint:
     src_config = source_model_config(config.init.checkpoint, config.model)
-    loaded, _ = checkpoints.load_params(config.init.checkpoint, src_config)
+    loaded, _ = weights.load_params(config.init.checkpoint, src_config)
     params = transfer(
       params,
       loaded,
@@ -106,7 +105,7 @@ def load_teacher(config: ml_collections.ConfigDict) -> Params:
       'stage=student needs teacher_checkpoint: a teacher workdir, a checkpoint directory, or an '
       'official .pth/.npz (--config.teacher_checkpoint=...)'
     )
-  params, step = checkpoints.load_params(config.teacher_checkpoint, config.model)
+  params, step = weights.load_params(config.teacher_checkpoint, config.model)
   logging.info('Teacher from %s (step %s)', config.teacher_checkpoint, step)
   return params
 
