@@ -8,6 +8,13 @@
 
 `frames` is (B, T, H, W, 3) float32, ImageNet-normalised. Compiled functions are cached per model
 config, so repeated calls with the same config and shapes do not recompile.
+
+For low-precision inference, store the weights once in the compute dtype:
+
+    params = glitr_jax.inference.cast_params(variables['params'], model_config.compute_dtype)
+
+The model then reads them as they are, instead of casting every weight matrix at every call (the
+streaming agent does this itself).
 """
 
 import functools
@@ -16,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from glitr_jax.models import glitr
@@ -52,6 +60,43 @@ def compiled(model_config: ml_collections.ConfigDict, build: Callable[[glitr.Gli
   new weights reuse the compiled code.
   """
   return _compiled(config_key(model_config), build)
+
+
+def is_product_weight(path: tuple[Any, ...], leaf: Any) -> bool:
+  """Whether a parameter is the weight matrix of a product: a 'kernel' leaf of two or more axes.
+
+  Those are Tf's, Tc's and Tl's linear and patch-embedding weights, all but a few hundred
+  kilobytes of the parameters. Biases, LayerNorm scales and biases, position and class-token
+  embeddings and init_loc are the others.
+  """
+  name = getattr(path[-1], 'key', path[-1]) if path else None
+  return name == 'kernel' and getattr(leaf, 'ndim', 0) >= 2
+
+
+def cast_params(params: Any, compute_dtype: Any) -> Any:
+  """Parameters stored for inference in `compute_dtype` (a model config's `compute_dtype`).
+
+  The product weights (`is_product_weight`) are cast to `compute_dtype` once; every other leaf
+  stays as it is. The model casts each weight to its compute dtype where it is used, so that
+  cast becomes the identity: the forwards' outputs are the same as with the original parameters,
+  and a jitted step takes low-precision weights as its inputs instead of converting all of them
+  at every call. For float32 the tree is returned unchanged (the same arrays).
+
+  Args:
+    params: a GliTr parameter tree (the 'params' of the variables).
+    compute_dtype: 'float32' or 'bfloat16' (or a dtype).
+
+  Raises:
+    ValueError: compute_dtype is not a floating dtype.
+  """
+  dtype = jnp.dtype(compute_dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f'model.compute_dtype={compute_dtype!r}: a floating dtype is needed')
+  if dtype == jnp.float32:
+    return params
+  return jax.tree_util.tree_map_with_path(
+    lambda path, x: x.astype(dtype) if is_product_weight(path, x) else x, params
+  )
 
 
 def _student(model: glitr.GliTr):

@@ -136,8 +136,10 @@ class GlimpseAgent(agent_host.StreamingAgent):
         location = np.asarray(prediction.next_location)
 
   The state (KV caches, step count, which streams are done) lives in the agent; `step` is one
-  jit-compiled call whose state buffers are donated. `step` accepts only (B, g, g, 3) glimpses:
-  the agent never sees a frame. At most num_frames steps per stream; then reset().
+  jit-compiled call whose state buffers are donated. The agent keeps the weights of the products
+  in the model config's compute_dtype (`glitr_jax.inference.cast_params`), so a bfloat16 model
+  holds them in bfloat16 and never converts them per step. `step` accepts only (B, g, g, 3)
+  glimpses: the agent never sees a frame. At most num_frames steps per stream; then reset().
   """
 
   def __init__(
@@ -166,7 +168,8 @@ class GlimpseAgent(agent_host.StreamingAgent):
     super().__init__(
       init,
       step,
-      jax.device_put(variables['params']),
+      # Weights stored once in the compute dtype: a bfloat16 step reads them as they are.
+      jax.device_put(inference.cast_params(variables['params'], model_config.compute_dtype)),
       batch_size=batch_size,
       gamma=gamma,
       num_frames=self.model.num_frames,
