@@ -17,6 +17,7 @@ Prints ONE JSON object {"rows": [...], ...}: one row per T with
   recompute_s     the same with prefix recomputation
   first_step_s    cached per-step latency at t = 1 (median over the runs)
   last_step_s     cached per-step latency at t = T
+  crop_step_s, tf_step_s, heads_step_s  a cached step's parts, each jitted and timed alone
   plus recompute_first_step_s / recompute_last_step_s, scan_s (the whole video batch in one
   jitted call of `glitr_jax.inference.student_forward`: lax.scan over the glimpses, Tc after),
   model_flops (analytic, cached: Tf on T * B glimpses and T cached steps of Tc and Tl) and
@@ -25,6 +26,11 @@ Prints ONE JSON object {"rows": [...], ...}: one row per T with
 
   taskset -c 0,1 python benchmarks/inference.py --frames=8,16,32,64       # B = 2, 96-px glimpses
   python benchmarks/inference.py --frames=8 --batch=1 --repeats=3
+  python benchmarks/inference.py --frames=8,16 --compute_dtype=bfloat16 --param_dtype=compute
+
+--param_dtype=compute stores the product weights in the compute dtype once, before the loop
+(glitr_jax.inference.cast_params); with the default float32 storage a bfloat16 step converts
+every weight at every call.
 """
 
 import json
@@ -53,6 +59,14 @@ _BATCH = flags.DEFINE_integer('batch', 2, 'Videos B run together.')
 _GLIMPSE = flags.DEFINE_integer('glimpse', 96, 'Glimpse side in pixels.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per way and T (after one warm-up).')
 _DTYPE = flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
+_PARAM_DTYPE = flags.DEFINE_enum(
+  'param_dtype',
+  'float32',
+  ['float32', 'compute'],
+  "Storage of the product weights: 'float32' (cast to the compute dtype inside every call), or "
+  "'compute' (cast once before the loop, glitr_jax.inference.cast_params, as the streaming "
+  'agent stores them).',
+)
 
 
 def model_config(t: int):
@@ -62,13 +76,17 @@ def model_config(t: int):
 
 
 def random_params(config):
-  """Random weights of the right shapes, drawn with NumPy (latency does not depend on values)."""
+  """Random weights of the right shapes, drawn with NumPy (latency does not depend on values),
+  stored as --param_dtype says."""
   rng = np.random.default_rng(0)
   shapes = jax.eval_shape(inference.model_for(config).init, jax.random.key(0))
-  return jax.tree.map(
+  params = jax.tree.map(
     lambda s: jnp.asarray((0.02 * rng.standard_normal(s.shape)).astype(s.dtype) + (s.ndim == 1)),
     shapes,
   )
+  if _PARAM_DTYPE.value == 'compute':
+    params = inference.cast_params(params, config.compute_dtype)
+  return params
 
 
 def analytic_flops(config, b: int, t: int) -> int:
@@ -113,6 +131,42 @@ def run_recompute(model, encode_fn, heads_fns, params, frames):
     jax.block_until_ready((logits, loc))
     times.append(time.perf_counter() - t0)
   return time.perf_counter() - start, times, logits
+
+
+def time_call(fn, *args, calls: int = 20) -> float:
+  """Median seconds of `fn(*args)` to its outputs, over `calls` calls after one warm-up."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(calls):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def time_parts(model, params, frame, b: int) -> dict:
+  """Per-step seconds of a cached step's parts, each jitted alone: the crop, Tf on the B
+  glimpses (with their position embeddings), and Tc's and Tl's cached steps on B features
+  (their caches half full; the attention covers all num_frames slots either way)."""
+  state = model.init_step_state(params, b)
+  loc = state.location
+  glimpses = glimpse_lib.extract(frame, loc, model.glimpse_pixels)
+  feat = model.encode_glimpses(params, glimpses, loc)
+  half = state.tc.length + model.num_frames // 2
+  caches = (state.tc.replace(length=half), state.tl.replace(length=half))
+
+  def heads(p, caches, feat_bd):
+    tc, tl = caches
+    logits, tc = model.temporal_head.apply({'params': p['temporal_head']}, feat_bd[:, None], tc)
+    locs, tl = model.temploc_head.apply({'params': p['temploc_head']}, feat_bd[:, None], tl)
+    return logits, locs, tc, tl
+
+  crop = jax.jit(lambda f, at: glimpse_lib.extract(f, at, model.glimpse_pixels))
+  return {
+    'crop_step_s': time_call(crop, frame, loc),
+    'tf_step_s': time_call(jax.jit(model.encode_glimpses), params, glimpses, loc),
+    'heads_step_s': time_call(jax.jit(heads), params, caches, feat),
+  }
 
 
 def measure(t: int) -> dict:
@@ -175,6 +229,7 @@ def measure(t: int) -> dict:
     'model_flops': flops,
     'flops_per_s': flops / med(cached),
     'max_abs_logit_diff': diff,
+    **time_parts(model, params, frames[0], b),
     'load_avg_1min': os.getloadavg()[0],
   }
 
@@ -187,6 +242,7 @@ def main(argv):
     'batch': _BATCH.value,
     'glimpse': _GLIMPSE.value,
     'compute_dtype': _DTYPE.value,
+    'param_dtype': _PARAM_DTYPE.value,
     'repeats': _REPEATS.value,
     **machine.machine_info(),
   }
