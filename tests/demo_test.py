@@ -14,12 +14,16 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny import tiny_model_config
 
 from configs import demo
-from glitr_jax import pipeline
+from glitr_jax import losses, pipeline
 from glitr_jax.data import synthetic
+from glitr_jax.models import glitr
 from glitr_jax.tools import policy_coverage
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -148,6 +152,10 @@ def test_demo_runs_its_stages_and_skips_finished_ones(tmp_path):
     assert all(q <= v for q, v in zip(figures['quarter_per_t'], figures['in_view_per_t']))
   # At t = 1 the teacher's policy and its policy from glimpses are the same init_loc.
   assert policies['teacher']['mean_per_t'][0] == policies['teacher_from_glimpses']['mean_per_t'][0]
+  bands = coverage['location_pull']
+  assert [b['from_px'] for b in bands] == list(policy_coverage.PULL_BANDS_PX)
+  assert 0 < sum(b['count'] for b in bands) <= 12 * 8
+  assert all(0 <= b['towards'] <= 1 and -1 <= b['mean_cos'] <= 1 for b in bands if b['count'])
 
 
 def test_target_share_counts_the_target_pixels_a_glimpse_reads():
@@ -168,3 +176,56 @@ def test_target_share_counts_the_target_pixels_a_glimpse_reads():
   assert share(13) == 11 and share(14) == 0 and share(25, 25) == 0
   with pytest.raises(ValueError, match='differ'):
     policy_coverage.target_share(np.zeros((1, 2, 2)), np.zeros((1, 3, 2)), 16, size, 9.0)
+
+
+def test_pull_towards_target_bins_by_distance_and_measures_the_angle():
+  size = 65  # (size - 1) / 2 = 32 px per normalised unit
+  target = np.zeros((1, 5, 2))
+  # Glimpse centres 3, 9, 15 and 30 px right of the target, and one on it (no direction).
+  px = np.array([3.0, 9.0, 15.0, 30.0, 0.0])
+  locations = np.stack([px / 32, np.zeros(5)], axis=-1)[None]
+  towards = -locations  # pulled straight at the target
+  bands = policy_coverage.pull_towards_target(towards, locations, target, size)
+  assert [b['count'] for b in bands] == [1, 1, 1, 1, 0]
+  assert all(b['towards'] == 1.0 and b['mean_cos'] == pytest.approx(1.0) for b in bands[:4])
+  assert 'towards' not in bands[4] and bands[4]['to_px'] is None
+  sideways = np.stack([np.zeros(5), np.ones(5)], axis=-1)[None]  # 90 degrees: no pull towards it
+  away = policy_coverage.pull_towards_target(-towards + 0.01 * sideways, locations, target, size)
+  assert all(b['towards'] == 0.0 and b['mean_cos'] < -0.99 for b in away[:4])
+  split = np.concatenate([towards[:, :2], -towards[:, 2:]], axis=1)
+  assert [
+    b.get('towards') for b in policy_coverage.pull_towards_target(split, locations, target, size)
+  ] == [1.0, 1.0, 0.0, 0.0, None]
+
+
+def test_consistency_pull_is_the_descent_direction_of_the_consistency_terms():
+  config = tiny_model_config(drop_path_rate=0.0)
+  model = glitr.GliTr.from_config(config)
+  params = model.init(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  # Smooth frames: the crop is bilinear, so its derivative is constant between pixel positions.
+  yy, xx = np.meshgrid(np.linspace(0, 3, 32), np.linspace(0, 3, 32), indexing='ij')
+  phase = rng.uniform(0, 6, (2, 4, 1, 1, 3))
+  frames = jnp.asarray(np.sin(xx[..., None] + 2 * yy[..., None] + phase), jnp.float32)
+  locations = jnp.asarray(rng.uniform(-0.5, 0.5, (2, 4, 2)), jnp.float32)
+  pull = policy_coverage.consistency_pull(model, params, frames, locations, 1.0, 0.5)
+  teacher = model.teacher_forward(params, frames)
+
+  def terms(locs):
+    g = model.student_forward(params, frames, locations=locs)
+    return losses.mse(g['features'], teacher['features']) + 0.5 * losses.kl(
+      g['logits'], teacher['logits']
+    )
+
+  direction = jnp.asarray(rng.standard_normal((2, 4, 2)), jnp.float32)
+  eps = 3e-3  # a few hundredths of a pixel: finite differences straddle few of the crop's kinks
+  slope = (terms(locations + eps * direction) - terms(locations - eps * direction)) / (2 * eps)
+  assert float(slope) == pytest.approx(-float(jnp.sum(pull * direction)), rel=5e-2)
+  assert float(terms(locations + 1e-2 * pull / jnp.linalg.norm(pull))) < float(terms(locations))
+  # Each term at its weight: the pull is linear in the two weights.
+  parts = [
+    policy_coverage.consistency_pull(model, params, frames, locations, *w)
+    for w in ((1.0, 0.0), (0.0, 0.5))
+  ]
+  np.testing.assert_allclose(pull, parts[0] + parts[1], rtol=1e-4, atol=1e-7)
+  assert float(jnp.abs(parts[1]).max()) > 0

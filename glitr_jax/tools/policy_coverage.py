@@ -22,20 +22,32 @@ the target's path, `ring_quadrant`) the same over t = 2..T (the first glimpse is
 the learned `init_loc`, before the policy has seen anything). README.md's demo section counts a
 place as seen by `quarter` (a policy can read the target's colours from less: `in_view` bounds
 what it can see at all).
+
+`location_pull` (teacher stages) is what the teacher's consistency terms ask of its glimpse
+locations: the teacher's Tl learns only through them (docs/design.md 2.3), as the negative
+gradient of `loss.spatial * MSE + loss.temporal * KL` (frozen copies on glimpses at its locations
+against its full-frame features and logits) with respect to each location. Per band of the
+distance in pixels from a glimpse's centre to the target's (`PULL_BANDS_PX`): how many glimpses
+(`count`), the share whose pull points within 90 degrees of the target (`towards`; 0.5 is no
+signal), and the mean cosine between the pull and the direction to the target (`mean_cos`).
 """
 
 import json
 import os
 
+import jax
 import numpy as np
 from absl import app, flags
 
-from glitr_jax import glimpse, inference, pixels, weights
+from glitr_jax import glimpse, inference, losses, pixels, weights
 from glitr_jax.data import synthetic
+from glitr_jax.models import glitr
 
 FLAGS = flags.FLAGS
 STAGES = ('teacher', 'student', 'baseline')
 QUARTER = 0.25
+# Edges of the distance bands of `location_pull`, in pixels; the last band is open.
+PULL_BANDS_PX = (0, 6, 12, 20, 40)
 
 
 def target_share(
@@ -116,6 +128,54 @@ def summarise(share_bt: np.ndarray, places_b: np.ndarray | None) -> dict:
   return out
 
 
+def consistency_pull(
+  model: glitr.GliTr, params, frames_bthwc, locations_bt2, spatial: float, temporal: float
+) -> jax.Array:
+  """-d/dl of the teacher's consistency terms at glimpse locations l (B, T, 2), deterministic.
+
+  The terms are the teacher objective's (glitr_jax.losses.teacher_objective): the frozen copies'
+  features and logits on glimpses at `locations_bt2` against the teacher's on full frames,
+  weighted `spatial` and `temporal`.
+  """
+  teacher = model.teacher_forward(params, frames_bthwc)
+
+  def terms(locations):
+    glimpsed = model.student_forward(params, frames_bthwc, locations=locations)
+    return spatial * losses.mse(glimpsed['features'], teacher['features']) + temporal * losses.kl(
+      glimpsed['logits'], teacher['logits']
+    )
+
+  return -jax.grad(terms)(locations_bt2)
+
+
+def pull_towards_target(
+  pull_bt2: np.ndarray, locations_bt2: np.ndarray, target_xy_bt2: np.ndarray, frame_size: int
+) -> list[dict]:
+  """Per distance band (PULL_BANDS_PX): count, share pulled towards the target, mean cosine.
+
+  Distances are between the glimpse's and the target's centres, in pixels of a square frame of
+  `frame_size`; glimpses exactly on the target's centre or with no pull have no direction and
+  count in no band.
+  """
+  to_target = np.asarray(target_xy_bt2, np.float64) - np.asarray(locations_bt2, np.float64)
+  pull = np.asarray(pull_bt2, np.float64)
+  distance = np.linalg.norm(to_target, axis=-1)
+  norms = distance * np.linalg.norm(pull, axis=-1)
+  directed = norms > 0
+  cos = np.sum(pull * to_target, axis=-1) / np.where(directed, norms, 1.0)
+  px = distance * (frame_size - 1) / 2
+  edges = PULL_BANDS_PX + (np.inf,)
+  bands = []
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    inside = directed & (px >= lo) & (px < hi)
+    band = {'from_px': lo, 'to_px': hi if np.isfinite(hi) else None, 'count': int(inside.sum())}
+    if inside.any():
+      band['towards'] = float((cos[inside] > 0).mean())
+      band['mean_cos'] = float(cos[inside].mean())
+    bands.append(band)
+  return bands
+
+
 def _stage_dirs(workdir: str) -> dict[str, str]:
   """{stage: directory} of the trained stages in a pipeline workdir, or the workdir itself."""
   found = {s: os.path.join(workdir, s) for s in STAGES}
@@ -179,6 +239,17 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
       teacher = inference.teacher_forward(variables, stage_config.model, frames)
       report['policies']['teacher'] = judge(teacher['locations'])
       report['policies']['teacher_from_glimpses'] = judge(student['locations'])
+      pull = jax.jit(consistency_pull, static_argnums=0, static_argnames=('spatial', 'temporal'))(
+        inference.model_for(stage_config.model),
+        variables['params'],
+        frames,
+        teacher['locations'],
+        spatial=float(stage_config.loss.spatial),
+        temporal=float(stage_config.loss.temporal),
+      )
+      report['location_pull'] = pull_towards_target(
+        pull, teacher['locations'], target_xy, mc.image_size
+      )
     else:
       report['policies'][stage] = judge(student['locations'])
   return report
@@ -196,6 +267,14 @@ def format_report(report: dict) -> str:
         f'  place {place} (t >= 2, {q["videos"]} videos): in view {q["in_view"]:.2f}, '
         f'a quarter {q["quarter"]:.2f}'
       )
+  if 'location_pull' in report:
+    lines.append("location_pull (the teacher's consistency terms on its locations), by distance")
+    for band in report['location_pull']:
+      to = band['to_px'] if band['to_px'] is not None else 'inf'
+      row = f'  {band["from_px"]:>3}-{to:<3} px: {band["count"]:6d} glimpses'
+      if band['count']:
+        row += f', towards it {band["towards"]:.2f}, mean cosine {band["mean_cos"]:+.2f}'
+      lines.append(row)
   return '\n'.join(lines)
 
 
