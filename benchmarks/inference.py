@@ -62,10 +62,11 @@ _DTYPE = flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'], 
 _PARAM_DTYPE = flags.DEFINE_enum(
   'param_dtype',
   'float32',
-  ['float32', 'compute'],
-  "Storage of the product weights: 'float32' (cast to the compute dtype inside every call), or "
+  ['float32', 'compute', 'int8_heads'],
+  "Storage of the product weights: 'float32' (cast to the compute dtype inside every call), "
   "'compute' (cast once before the loop, glitr_jax.inference.cast_params, as the streaming "
-  'agent stores them).',
+  "agent stores them), or 'int8_heads' (that, and Tc's and Tl's block weights in int8, "
+  'glitr_jax.inference.quantize_head_weights).',
 )
 
 
@@ -84,8 +85,10 @@ def random_params(config):
     lambda s: jnp.asarray((0.02 * rng.standard_normal(s.shape)).astype(s.dtype) + (s.ndim == 1)),
     shapes,
   )
-  if _PARAM_DTYPE.value == 'compute':
+  if _PARAM_DTYPE.value != 'float32':
     params = inference.cast_params(params, config.compute_dtype)
+  if _PARAM_DTYPE.value == 'int8_heads':
+    params = inference.quantize_head_weights(params)
   return params
 
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from glitr_jax.models import glitr
+from glitr_jax.models import glitr, layers
 
 Variables = Any
 
@@ -97,6 +97,34 @@ def cast_params(params: Any, compute_dtype: Any) -> Any:
   return jax.tree_util.tree_map_with_path(
     lambda path, x: x.astype(dtype) if is_product_weight(path, x) else x, params
   )
+
+
+HEADS = ('temporal_head', 'temploc_head')
+
+
+def quantize_head_weights(params: Any) -> Any:
+  """Tc's and Tl's block weights stored in int8, for inference on CPUs.
+
+  Every (I, O) kernel inside the heads' blocks (qkv, proj, fc1, fc2: all but a few hundred
+  kilobytes of Tc and Tl) becomes int8 values with one float32 scale per output channel
+  (`layers.quantize_kernel`), stored as 'kernel' and 'kernel_scale'; the model then multiplies
+  int8 rows of its activations by them (`layers.linear`). Tf, the heads' input projection and
+  output head, and every other leaf are returned as they are. Apply it after `cast_params`.
+  """
+
+  def quantize(tree: Any, in_block: bool) -> Any:
+    if not isinstance(tree, dict):
+      return tree
+    kernel = tree.get('kernel')
+    if in_block and kernel is not None and getattr(kernel, 'ndim', 0) == 2:
+      q = layers.quantize_kernel(kernel)
+      return {**tree, 'kernel': q.values_io, 'kernel_scale': q.scale_o}
+    return {k: quantize(v, in_block or k.startswith('blocks_')) for k, v in tree.items()}
+
+  missing = [name for name in HEADS if name not in params]
+  if missing:
+    raise ValueError(f'params have no {missing}: not GliTr parameters')
+  return {k: quantize(v, False) if k in HEADS else v for k, v in params.items()}
 
 
 def _student(model: glitr.GliTr):

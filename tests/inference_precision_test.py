@@ -148,3 +148,35 @@ def test_bfloat16_storage_gives_the_bfloat16_model_outputs_near_float32():
   assert 0 < diff < 2e-2, diff
   np.testing.assert_allclose(locs16, locs32, atol=5e-2)
   np.testing.assert_array_equal(probs16.argmax(-1), probs32.argmax(-1))
+
+
+def test_int8_heads_quantise_only_the_heads_block_weights_per_output_channel():
+  cast = inference.cast_params(PARAMS, 'bfloat16')
+  quant = leaves_by_name(inference.quantize_head_weights(cast))
+  orig = leaves_by_name(cast)
+  scales = [k for k in quant if k.endswith("['kernel_scale']")]
+  # qkv, proj, fc1 and fc2 of each of the 2 blocks of Tc and of Tl.
+  assert len(scales) == 2 * 2 * 4
+  for name in scales:
+    kernel = name.replace("['kernel_scale']", "['kernel']")
+    values, scale = np.asarray(quant[kernel]), np.asarray(quant[name])
+    assert values.dtype == np.int8 and scale.shape == (values.shape[1],)
+    assert np.abs(values).max(axis=0).min() == 127  # every column uses the full range
+    want = np.asarray(orig[kernel], np.float32)
+    assert (np.abs(values * scale - want) <= scale / 2 * (1 + 1e-5)).all(), name
+  for name, leaf in orig.items():
+    if name not in {s.replace("['kernel_scale']", "['kernel']") for s in scales}:
+      assert quant[name] is leaf, name  # Tf, the heads' input projections and output heads
+
+
+def test_int8_heads_outputs_near_float32_and_not_the_bfloat16_ones():
+  probs32, locs32, _ = run_agent(PARAMS, F32)
+  probs16, _, _ = run_agent(PARAMS, BF16)
+  agent = streaming.GlimpseAgent({'params': PARAMS}, BF16, batch_size=B, int8_heads=True)
+  preds = [agent.step(g) for g in GLIMPSES]
+  probs8 = np.stack([np.asarray(p.probs) for p in preds], axis=1)
+  locs8 = np.stack([np.asarray(p.next_location) for p in preds], axis=1)
+  assert np.abs(probs8 - probs16).max() > 0  # the int8 products ran
+  assert np.abs(probs8 - probs32).max() < 3e-2
+  np.testing.assert_allclose(locs8, locs32, atol=8e-2)
+  np.testing.assert_array_equal(probs8.argmax(-1), probs32.argmax(-1))

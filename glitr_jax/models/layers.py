@@ -12,7 +12,7 @@ training (whole sequence at once) and online inference (one step at a time).
 
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -141,7 +141,40 @@ def _linear_low_precision_jvp(primals, tangents):
   )
 
 
-def linear(x: jax.Array, kernel_io: jax.Array, bias_o: jax.Array) -> jax.Array:
+class Int8Kernel(NamedTuple):
+  """A weight matrix stored in int8 with one float32 scale per output: kernel = values * scale.
+
+  Attributes:
+    values_io: (I, O) int8.
+    scale_o: (O,) float32.
+  """
+
+  values_io: jax.Array
+  scale_o: jax.Array
+
+
+def quantize_kernel(kernel_io: jax.Array) -> Int8Kernel:
+  """Symmetric int8 quantisation per output channel: scale = max |column| / 127."""
+  k32 = kernel_io.astype(jnp.float32)
+  amax_o = jnp.max(jnp.abs(k32), axis=0)
+  scale_o = jnp.where(amax_o > 0, amax_o / 127.0, 1.0)
+  values_io = jnp.clip(jnp.round(k32 / scale_o), -127, 127).astype(jnp.int8)
+  return Int8Kernel(values_io=values_io, scale_o=scale_o)
+
+
+def _linear_int8(x_mi: jax.Array, kernel: Int8Kernel, bias_o: jax.Array) -> jax.Array:
+  # Each row of x quantised symmetrically to int8 (its own scale), one int8 x int8 product
+  # accumulated in int32, then both scales applied in float32.
+  x32 = x_mi.astype(jnp.float32)
+  amax_m1 = jnp.max(jnp.abs(x32), axis=-1, keepdims=True)
+  xscale_m1 = jnp.where(amax_m1 > 0, amax_m1 / 127.0, 1.0)
+  xq_mi = jnp.clip(jnp.round(x32 / xscale_m1), -127, 127).astype(jnp.int8)
+  acc_mo = jnp.matmul(xq_mi, kernel.values_io, preferred_element_type=jnp.int32)
+  y_mo = acc_mo.astype(jnp.float32) * (xscale_m1 * kernel.scale_o) + bias_o.astype(jnp.float32)
+  return y_mo.astype(x_mi.dtype)
+
+
+def linear(x: jax.Array, kernel_io: jax.Array | Int8Kernel, bias_o: jax.Array) -> jax.Array:
   """x @ kernel + bias over the last axis, as nn.Dense computes it, on rows flattened to 2-D.
 
   Flattening first makes the weight gradient one 2-D product contracting the rows (x^T dy),
@@ -149,9 +182,12 @@ def linear(x: jax.Array, kernel_io: jax.Array, bias_o: jax.Array) -> jax.Array:
   batch axes, which it runs after copying a transposed operand. Low-precision operands accumulate
   in float32 (`mm`).
 
+  An `Int8Kernel` (inference only) multiplies int8 rows of x, each quantised with its own scale,
+  by the int8 weights: the product of few rows then reads a quarter of float32's bytes.
+
   Args:
     x: (..., I) inputs.
-    kernel_io: (I, O) weights.
+    kernel_io: (I, O) weights, or an Int8Kernel.
     bias_o: (O,) bias.
 
   Returns:
@@ -159,7 +195,9 @@ def linear(x: jax.Array, kernel_io: jax.Array, bias_o: jax.Array) -> jax.Array:
   """
   lead = x.shape[:-1]
   x_mi = x.reshape(-1, x.shape[-1])
-  if x.dtype == jnp.float32:
+  if isinstance(kernel_io, Int8Kernel):
+    y_mo = _linear_int8(x_mi, kernel_io, bias_o)
+  elif x.dtype == jnp.float32:
     y_mo = x_mi @ kernel_io + bias_o
   else:
     y_mo = _linear_low_precision(x_mi, kernel_io, bias_o)
@@ -251,14 +289,26 @@ attention_core.defvjp(_attention_fwd, _attention_bwd)
 class LinearParams(nn.Module):
   """The weights of a linear layer, named as nn.Dense names them ('kernel' (I, O), 'bias' (O,)).
 
-  Returns them cast to `dtype`, for `linear` or a fused product (`Mlp`) to apply.
+  Returns them cast to `dtype`, for `linear` or a fused product (`Mlp`) to apply. Parameters
+  that also hold a 'kernel_scale' (O,) beside an int8 'kernel' (inference weights quantised by
+  `glitr_jax.inference.quantize_head_weights`) are returned as an `Int8Kernel`.
   """
 
   features: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, in_features: int) -> tuple[jax.Array | Int8Kernel, jax.Array]:
+    if self.has_variable('params', 'kernel_scale'):
+      values = self.get_variable('params', 'kernel')
+      scale = self.get_variable('params', 'kernel_scale')
+      bias = self.get_variable('params', 'bias')
+      if values.shape != (in_features, self.features) or values.dtype != jnp.int8:
+        raise ValueError(
+          f'{self.name}: an int8 kernel of shape {(in_features, self.features)} is needed beside '
+          f"'kernel_scale', got {values.dtype}{list(values.shape)}"
+        )
+      return Int8Kernel(values_io=values, scale_o=scale), bias
     kernel = self.param('kernel', dense_init, (in_features, self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
     return kernel.astype(self.dtype), bias.astype(self.dtype)

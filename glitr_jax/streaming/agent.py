@@ -126,6 +126,13 @@ def _agent_functions(model: glitr.GliTr):
   return init, step
 
 
+def _stored_params(params: Params, model_config: ml_collections.ConfigDict, int8_heads: bool):
+  """The weights as the agent keeps them: cast once to the compute dtype (a bfloat16 step then
+  reads them as they are), the heads' block weights in int8 when asked."""
+  params = inference.cast_params(params, model_config.compute_dtype)
+  return inference.quantize_head_weights(params) if int8_heads else params
+
+
 class GlimpseAgent(agent_host.StreamingAgent):
   """GliTr for B camera streams, one glimpse at a time.
 
@@ -148,6 +155,7 @@ class GlimpseAgent(agent_host.StreamingAgent):
     model_config: ml_collections.ConfigDict,
     batch_size: int = 1,
     gamma: float | None = None,
+    int8_heads: bool = False,
   ):
     """Builds the agent.
 
@@ -157,6 +165,9 @@ class GlimpseAgent(agent_host.StreamingAgent):
       batch_size: number of independent streams B.
       gamma: early-exit threshold on the max softmax probability, in [0, 1]; None disables
         early exit (every stream runs num_frames steps).
+      int8_heads: store Tc's and Tl's block weights in int8
+        (`glitr_jax.inference.quantize_head_weights`), for CPUs, where the heads' few-row
+        products are bound by the bytes of weights they read.
     """
     if 'params' not in variables:
       raise ValueError(
@@ -168,8 +179,7 @@ class GlimpseAgent(agent_host.StreamingAgent):
     super().__init__(
       init,
       step,
-      # Weights stored once in the compute dtype: a bfloat16 step reads them as they are.
-      jax.device_put(inference.cast_params(variables['params'], model_config.compute_dtype)),
+      jax.device_put(_stored_params(variables['params'], model_config, int8_heads)),
       batch_size=batch_size,
       gamma=gamma,
       num_frames=self.model.num_frames,
