@@ -14,11 +14,6 @@ ERASE_AREA = (0.02, 1.0 / 3.0)
 ERASE_ASPECT = (0.3, 1.0 / 0.3)
 
 
-def to_unit_float(frames_thwc: np.ndarray) -> np.ndarray:
-  """uint8 frames -> float32 in [0, 1] (torchvision's ToTensor)."""
-  return np.asarray(frames_thwc, dtype=np.float32) * np.float32(1.0 / 255.0)
-
-
 def random_resized_crop_params(
   height: int,
   width: int,
