@@ -1,4 +1,4 @@
-r"""The demo over several seeds: every strategy and both students, the issue's findings per seed.
+r"""The demo over several seeds: every strategy and both students, the demo's findings per seed.
 
   python -m glitr_jax.tools.demo_study --workdir=DIR --seeds=0,1,2,3,4 \
       [--perturb=fast_math] [--override=--config.x=y ...]
@@ -91,7 +91,7 @@ PLOT_STYLE = {
   'teacher_at_glitr': ('tab:gray', ':'),
   'teacher_at_baseline_glitr': ('tab:olive', ':'),
 }
-MIN_VALIDATION_VIDEOS = 1000  # the issue's findings are measured on at least this many
+MIN_VALIDATION_VIDEOS = 1000  # the demo's findings (README.md) are judged on at least this many
 
 FLAGS = flags.FLAGS
 
@@ -218,7 +218,7 @@ def collect(root: str, seeds: Sequence[int]) -> dict[str, Any]:
 
 
 def findings(rows: Mapping[str, Any], seeds: Sequence[int]) -> list[dict[str, Any]]:
-  """The issue's findings, each with its margin (points) on every seed; holds when margin >= 0.
+  """The demo's findings, each with its margin (points) on every seed; holds when margin >= 0.
 
   Args:
     rows: collect()'s rows.
@@ -397,7 +397,7 @@ def study(
   }
   if result['min_num_examples'] < MIN_VALIDATION_VIDEOS:
     print(
-      f'[study] note: {result["min_num_examples"]} validation videos; the issue measures its '
+      f'[study] note: {result["min_num_examples"]} validation videos; the demo judges its '
       f'findings on >= {MIN_VALIDATION_VIDEOS}',
       flush=True,
     )
