@@ -37,6 +37,7 @@ import machine  # noqa: E402  (benchmarks/machine.py, beside this script)
 from glitr_jax import export_runtime, inference  # noqa: E402
 from glitr_jax import streaming as streaming_lib  # noqa: E402
 from glitr_jax.models import config as model_config_lib  # noqa: E402
+from glitr_jax.streaming import agent as agent_lib  # noqa: E402
 
 _MODEL = config_flags.DEFINE_config_dict(
   'model',
@@ -47,6 +48,7 @@ _BATCH = flags.DEFINE_integer('batch_size', 1, 'Independent streams B.')
 _STEPS = flags.DEFINE_integer('steps', 320, 'Timed steps (per measurement).')
 _WARMUP = flags.DEFINE_integer('warmup_steps', 8, 'Untimed steps after compilation.')
 _EXPORTED = flags.DEFINE_bool('exported', False, 'Also time the jax.export artifact.')
+_INT8_HEADS = flags.DEFINE_bool('int8_heads', False, "Tc's and Tl's block weights in int8.")
 
 
 def _stats(seconds: list[float]) -> dict[str, float]:
@@ -102,7 +104,9 @@ def main(argv):
   variables = {'params': machine.random_params(inference.model_for(model_config))}
   b, s = _BATCH.value, model_config.image_size
   rng = np.random.default_rng(1)
-  agent = streaming_lib.GlimpseAgent(variables, model_config, batch_size=b)
+  agent = streaming_lib.GlimpseAgent(
+    variables, model_config, batch_size=b, int8_heads=_INT8_HEADS.value
+  )
   g = agent.glimpse_pixels
   glimpses = rng.standard_normal((b, g, g, 3)).astype(np.float32)
 
@@ -120,7 +124,16 @@ def main(argv):
     'jax_version': jax.__version__,
     'model': {k: model_config[k] for k in model_config_lib.FIELDS if k != 'drop_path_rate'},
     'compute_dtype': model_config.compute_dtype,
+    'int8_heads': _INT8_HEADS.value,
     'num_params': int(sum(x.size for x in jax.tree.leaves(variables))),
+    'weight_bytes': int(
+      sum(
+        x.nbytes
+        for x in jax.tree.leaves(
+          agent_lib.stored_params(variables['params'], model_config, _INT8_HEADS.value)
+        )
+      )
+    ),
     'batch_size': b,
     'glimpse_pixels': g,
     'timed_steps': len(step_s),
@@ -135,7 +148,9 @@ def main(argv):
   }
   if _EXPORTED.value:
     with tempfile.TemporaryDirectory() as directory:
-      streaming_lib.export_agent(variables, model_config, directory, platforms=None)
+      streaming_lib.export_agent(
+        variables, model_config, directory, platforms=None, int8_heads=_INT8_HEADS.value
+      )
       exported = export_runtime.load(directory, batch_size=b)
       jax.block_until_ready(exported.step(glimpses))
       exported_s, _ = _time_steps(exported, glimpses, _STEPS.value, _WARMUP.value)

@@ -7,6 +7,7 @@ An export directory (written by `glitr_jax.streaming.export_agent` or
   step.jaxexport   serialized `jax.export.Exported`: (params, state, glimpses (B, g, g, 3),
                    gamma ()) -> (state, prediction dict)
   weights.npz      the parameters, one array per leaf, in the order `meta.json` lists them
+                   (bfloat16 ones as their uint16 bits)
   meta.json        shapes and geometry: image_size, glimpse_pixels, num_frames, num_classes,
                    class_names, the pixel normalisation, platforms, parameter names.
 The parameters are an input of both functions rather than constants baked into the artifact: the
@@ -74,6 +75,19 @@ def _deserialize(directory: str, name: str) -> jax.export.Exported:
     return jax.export.deserialize(bytearray(f.read()))
 
 
+def to_stored(value: np.ndarray) -> np.ndarray:
+  """A weight as weights.npz holds it: NumPy's own dtypes as they are, bfloat16 as uint16 bits
+  (`np.load` cannot rebuild bfloat16)."""
+  return value.view(np.uint16) if value.dtype == jnp.bfloat16 else value
+
+
+def from_stored(value: np.ndarray, dtype) -> np.ndarray:
+  """The inverse of `to_stored` for a weight the exported functions take as `dtype`."""
+  if dtype == jnp.bfloat16 and value.dtype == np.uint16:
+    return value.view(jnp.bfloat16)
+  return value
+
+
 def load_weights(directory: str, names: Sequence[str], avals: Sequence[Any]) -> list[jax.Array]:
   """The parameter leaves in the order the exported functions take them, checked and on device.
 
@@ -94,7 +108,7 @@ def load_weights(directory: str, names: Sequence[str], avals: Sequence[Any]) -> 
       if name not in weights:
         problems.append(f'{name}: missing')
         continue
-      value = weights[name]
+      value = from_stored(weights[name], aval.dtype)
       if value.shape != tuple(aval.shape) or value.dtype != aval.dtype:
         problems.append(f'{name}: {value.dtype}{list(value.shape)}, expected {aval.str_short()}')
       leaves.append(value)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from tiny import tiny_model_config
 
-from glitr_jax import convert, inference, streaming
+from glitr_jax import convert, export_runtime, inference, streaming
 from glitr_jax.streaming import camera as camera_lib
 from glitr_jax.streaming import cli
 
@@ -425,3 +425,23 @@ def test_exported_artifact_runs_in_a_fresh_process_without_the_training_code(tmp
         out[f'{field}_{t}'], getattr(prediction, field), atol=1e-6, err_msg=f'{field} at {t}'
       )
   assert out['done_2'].all() and not out['done_1'].any()
+
+
+def test_export_keeps_the_agents_bfloat16_and_int8_weights(tmp_path):
+  config = tiny_model_config(compute_dtype='bfloat16')
+  variables = {'params': PARAMS}
+  meta = streaming.export_agent(variables, config, tmp_path, platforms=None, int8_heads=True)
+  with np.load(tmp_path / 'weights.npz') as stored:
+    dtypes = {name: stored[name].dtype for name in meta['param_names']}
+  qkv = 'temporal_head/blocks_0/attn/qkv'
+  assert dtypes[f'{qkv}/kernel'] == np.int8 and dtypes[f'{qkv}/kernel_scale'] == np.float32
+  assert dtypes['backbone/blocks_0/attn/qkv/kernel'] == np.uint16  # bfloat16 bits
+  assert dtypes['temploc_head/init_loc'] == np.float32
+  # The export runs what the in-process agent with the same weights runs.
+  exported = export_runtime.load(tmp_path, batch_size=2)
+  agent = streaming.GlimpseAgent(variables, config, batch_size=2, int8_heads=True)
+  glimpses = np.random.default_rng(5).standard_normal((2, G, G, 3)).astype(np.float32)
+  for _ in range(CONFIG.num_frames):
+    want, got = agent.step(glimpses), exported.step(glimpses)
+    np.testing.assert_allclose(got.probs, want.probs, atol=1e-6)
+    np.testing.assert_allclose(got.next_location, want.next_location, atol=1e-6)

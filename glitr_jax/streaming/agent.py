@@ -126,7 +126,7 @@ def _agent_functions(model: glitr.GliTr):
   return init, step
 
 
-def _stored_params(params: Params, model_config: ml_collections.ConfigDict, int8_heads: bool):
+def stored_params(params: Params, model_config: ml_collections.ConfigDict, int8_heads: bool):
   """The weights as the agent keeps them: cast once to the compute dtype (a bfloat16 step then
   reads them as they are), the heads' block weights in int8 when asked."""
   params = inference.cast_params(params, model_config.compute_dtype)
@@ -179,7 +179,7 @@ class GlimpseAgent(agent_host.StreamingAgent):
     super().__init__(
       init,
       step,
-      jax.device_put(_stored_params(variables['params'], model_config, int8_heads)),
+      jax.device_put(stored_params(variables['params'], model_config, int8_heads)),
       batch_size=batch_size,
       gamma=gamma,
       num_frames=self.model.num_frames,

@@ -36,8 +36,13 @@ def export_agent(
   *,
   class_names: Sequence[str] | None = None,
   platforms: Sequence[str] | None = DEFAULT_PLATFORMS,
+  int8_heads: bool = False,
 ) -> dict:
   """Writes the streaming agent's init and step functions, weights and meta.json.
+
+  The weights are stored as `GlimpseAgent` keeps them (`agent.stored_params`): in the model
+  config's compute_dtype (bfloat16 as its 16 bits, uint16 in weights.npz), and with
+  `int8_heads` the heads' block weights in int8 with their scales.
 
   Args:
     variables: {'params': GliTr parameters}.
@@ -45,12 +50,13 @@ def export_agent(
     directory: the export directory (created; existing export files are overwritten).
     class_names: names of the C classes, stored in meta.json when given.
     platforms: platforms to lower for (see jax.export.export); None = the default backend.
+    int8_heads: store Tc's and Tl's block weights in int8 (GlimpseAgent's `int8_heads`).
 
   Returns:
     The meta.json contents.
   """
   model = inference.model_for(model_config)
-  params = variables['params']
+  params = agent_lib.stored_params(variables['params'], model_config, int8_heads)
   if class_names is not None and len(class_names) != model_config.num_classes:
     raise ValueError(
       f'{len(class_names)} class names for model.num_classes={model_config.num_classes}'
@@ -103,7 +109,8 @@ def export_agent(
   for key, exported in (('init', exported_init), ('step', exported_step)):
     with open(os.path.join(directory, files[key]), 'wb') as f:
       f.write(exported.serialize())
-  np.savez(os.path.join(directory, files['weights']), **dict(zip(names, leaves, strict=True)))
+  stored = [export_runtime.to_stored(x) for x in leaves]
+  np.savez(os.path.join(directory, files['weights']), **dict(zip(names, stored, strict=True)))
   meta = {
     'format': export_runtime.FORMAT,
     'jax_version': jax.__version__,
