@@ -117,8 +117,8 @@ def mm(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
   """einsum(spec, a, b) accumulated in float32, returned in a's dtype.
 
   The same as einsum for float32 operands. For bfloat16 operands it is one rounding of the float32
-  sum instead of bfloat16 output; on the CPU it is also the form XLA runs on the matrix units
-  (AMX): 1.4-1.7 TFLOP/s against 0.23-0.25 TFLOP/s for bfloat16 output on this project's machine.
+  sum instead of bfloat16 output; on CPUs with matrix units (AMX) it is also the form XLA runs on
+  them (docs/performance.md).
   """
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(a.dtype)
 
