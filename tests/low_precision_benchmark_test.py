@@ -14,6 +14,7 @@ from tiny import tiny_model_config, tiny_train_config
 
 from glitr_jax import inference, pixels
 from glitr_jax.data import synthetic
+from glitr_jax.models import config as model_config_lib
 from glitr_jax.train import checkpoints
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -127,20 +128,10 @@ def test_workdir_inputs_render_the_first_validation_videos(lp, tmp_path):
 
 
 def test_script_compares_the_paths_of_a_tiny_random_model():
-  fields = dict(
-    image_size=32,
-    patch_size=8,
-    hidden_size=32,
-    depth=1,
-    num_heads=2,
-    mlp_ratio=2.0,
-    temporal_hidden_size=32,
-    temporal_depth=1,
-    temporal_heads=2,
-    num_classes=5,
-    glimpse_patches=2,
-  )
-  args = [f'--model.{k}={v}' for k, v in fields.items()]
+  # The tiny model at depth 1 (a few seconds); num_frames follows --frames.
+  tiny = tiny_model_config(depth=1, temporal_hidden_size=32, temporal_depth=1)
+  skip = ('num_frames', 'drop_path_rate')
+  args = [f'--model.{k}={tiny[k]}' for k in model_config_lib.FIELDS if k not in skip]
   done = subprocess.run(
     [sys.executable, str(SCRIPT), '--num_videos=5', '--batch=5', '--frames=3', *args],
     capture_output=True,
