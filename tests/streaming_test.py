@@ -359,6 +359,16 @@ def test_cli_streams_videos_prints_every_glimpse_and_writes_gifs(videos, tmp_pat
     assert (first[: first.shape[1]].max(-1) == 0).mean() > 0.5
   with pytest.raises(ValueError, match='exactly one of --workdir or --checkpoint'):
     cli.load_model(workdir=None, checkpoint=None, model_config=CONFIG)
+  # --compute_dtype: the same weights, run in another dtype; the given config is not changed.
+  _, bf16, _ = cli.load_model(
+    workdir=None, checkpoint=checkpoint, model_config=CONFIG, compute_dtype='bfloat16'
+  )
+  assert bf16.compute_dtype == 'bfloat16' and CONFIG.compute_dtype == 'float32'
+  assert {k: bf16[k] for k in CONFIG if k != 'compute_dtype'} == {
+    k: CONFIG[k] for k in CONFIG if k != 'compute_dtype'
+  }
+  with pytest.raises(ValueError, match='model.compute_dtype'):
+    cli.load_model(workdir=None, checkpoint=checkpoint, model_config=CONFIG, compute_dtype='int4')
 
 
 _RUNTIME_SCRIPT = textwrap.dedent(
