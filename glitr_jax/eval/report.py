@@ -187,7 +187,7 @@ def write(
     report['accuracy_per_t'],
     report['accuracy_std_per_t'],
     os.path.join(out_dir, ACCURACY_PLOT),
-    num_seeds=report.get('num_seeds', 1),
+    num_seeds=report['num_seeds'],
   )
   pics['accuracy'] = ACCURACY_PLOT
   if report['early_exit']:
