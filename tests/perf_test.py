@@ -47,16 +47,7 @@ class PlainAttention(nn.Module):
     qkv = nn.Dense(3 * d, dtype=self.dtype, kernel_init=layers.dense_init, name='qkv')(x_bsd)
     qkv = qkv.reshape(b, s, 3, h, hd)
     q_bshd, k_bshd, v_bshd = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    if cache is None:
-      k_bthd, v_bthd, new_cache = k_bshd, v_bshd, None
-    else:
-      k_bthd = jax.lax.dynamic_update_slice_in_dim(
-        cache.k_bthd, k_bshd.astype(cache.k_bthd.dtype), start, axis=1
-      )
-      v_bthd = jax.lax.dynamic_update_slice_in_dim(
-        cache.v_bthd, v_bshd.astype(cache.v_bthd.dtype), start, axis=1
-      )
-      new_cache = layers.LayerCache(k_bthd=k_bthd, v_bthd=v_bthd)
+    k_bthd, v_bthd, new_cache = layers.keys_and_values(k_bshd, v_bshd, cache, start)
     q_bhsd = jnp.swapaxes(q_bshd * (hd**-0.5), 1, 2)
     k_bhtd = jnp.swapaxes(k_bthd.astype(self.dtype), 1, 2)
     v_bhtd = jnp.swapaxes(v_bthd.astype(self.dtype), 1, 2)

@@ -39,6 +39,22 @@ class LayerCache:
   v_bthd: jax.Array
 
 
+def keys_and_values(
+  k_bshd: jax.Array, v_bshd: jax.Array, cache: LayerCache | None, start: jax.Array | int
+) -> tuple[jax.Array, jax.Array, LayerCache | None]:
+  """What attention attends over: the new keys and values alone (no cache), or written into the
+  cache at positions start..start+S-1 and the whole cache returned (with the updated cache)."""
+  if cache is None:
+    return k_bshd, v_bshd, None
+  k_bthd = jax.lax.dynamic_update_slice_in_dim(
+    cache.k_bthd, k_bshd.astype(cache.k_bthd.dtype), start, axis=1
+  )
+  v_bthd = jax.lax.dynamic_update_slice_in_dim(
+    cache.v_bthd, v_bshd.astype(cache.v_bthd.dtype), start, axis=1
+  )
+  return k_bthd, v_bthd, LayerCache(k_bthd=k_bthd, v_bthd=v_bthd)
+
+
 def posemb_init(kind: str, dims: int):
   """Initialiser of a learned (1, N, D) position table: 'normal' or 'sincos'.
 
@@ -378,16 +394,7 @@ class Attention(nn.Module):
     # three zero-padded copies of the (B, S, 3, heads, head_dim) tensor added together.
     q_bshd, k_bshd, v_bshd = (part[:, :, 0] for part in jnp.split(qkv_bs3hd, 3, axis=2))
 
-    if cache is None:
-      k_bthd, v_bthd, new_cache = k_bshd, v_bshd, None
-    else:
-      k_bthd = jax.lax.dynamic_update_slice_in_dim(
-        cache.k_bthd, k_bshd.astype(cache.k_bthd.dtype), start, axis=1
-      )
-      v_bthd = jax.lax.dynamic_update_slice_in_dim(
-        cache.v_bthd, v_bshd.astype(cache.v_bthd.dtype), start, axis=1
-      )
-      new_cache = LayerCache(k_bthd=k_bthd, v_bthd=v_bthd)
+    k_bthd, v_bthd, new_cache = keys_and_values(k_bshd, v_bshd, cache, start)
 
     allowed_st = None
     if self.causal or cache is not None:
