@@ -294,6 +294,8 @@ def test_place_tint_radius_makes_the_hue_a_cone_round_the_moving_target(floor):
     (dict(ring_radius=0.45), 'ring_radius'),  # the path would leave the frame
     (dict(ring_radius=0.1, ring_width=0.3), 'ring_width'),
     (dict(PLACES, ring_radius=0.1), 'ring_radius'),  # a ring or places, not both
+    (dict(ring_radius=0.2, ring_arc=1.5), 'ring_arc'),
+    (dict(ring_arc=0.5), 'ring_arc'),  # no ring to take an arc of
     (dict(unknown_knob=1), 'unknown field'),
   ],
 )
@@ -359,6 +361,37 @@ def test_the_evidence_is_where_the_generator_says_on_a_continuous_ring():
   assert np.histogram(angles, bins=4, range=(-np.pi, np.pi))[0].min() >= 6  # every quadrant
 
 
+@pytest.mark.parametrize('arc', [0.25, 1.0])
+def test_ring_arc_puts_the_evidence_in_the_sector_of_its_first_identity(arc):
+  params = synthetic.SyntheticParams(**dict(RING, ring_arc=arc))
+  params.validate()
+  size, middle = params.frame_size, (params.frame_size - 1) / 2
+  sector_width = 2 * np.pi / params.num_identities
+  offsets, first = [], []
+  for index in range(64):
+    label = index % params.num_classes
+    _, target_xy = synthetic.render_video(params, label, 'validation', index)
+    dx, dy = _pixel(target_xy, size).mean(0) - middle
+    sector = params.phase_identities(params.split_label(label)[1])[0]
+    # The angle from the sector's centre, in (-pi, pi]; y points down (clockwise).
+    offsets.append(np.angle(np.exp(1j * (np.arctan2(dy, dx) - sector * sector_width))))
+    first.append(sector)
+  offsets = np.array(offsets)
+  # Within the arc, up to the jitter's angle at the ring's inner edge.
+  inner = (params.ring_radius - params.ring_width / 2) * (size - 1)
+  slack = np.arctan(params.place_jitter * np.sqrt(2) / inner)
+  assert np.all(np.abs(offsets) <= arc * sector_width / 2 + slack + 1e-6)
+  # Uniform on it, not on its centre: both halves of the arc, and most of its width, are used.
+  assert (offsets < 0).sum() >= 16 and (offsets > 0).sum() >= 16
+  assert np.ptp(offsets) >= 0.75 * arc * sector_width
+  assert set(first) == set(range(params.num_identities))
+  # The same draws with ring_arc = 0 spread over the whole ring, whatever the class.
+  assert params.ring_angle(5, 0.75) == pytest.approx(
+    2 * np.pi * (1 + arc * 0.25) / params.num_identities
+  )
+  assert dataclasses.replace(params, ring_arc=0.0).ring_angle(5, 0.75) == pytest.approx(1.5 * np.pi)
+
+
 def _half_extent(glimpse_pixels: int, size: int) -> float:
   """Half the side (pixels) of the square a glimpse's samples span (docs/design.md 1.3):
   sample j reads pixel (s u_j + l + 1) / 2 (size - 1), s = g / size, u in [-1, 1]."""
@@ -416,6 +449,13 @@ def test_fixed_and_random_glimpses_miss_the_evidence_in_most_videos():
     assert _in_view(loc, paths, half).any(axis=1).mean() < 0.5, name
     half_seen = _share_in_view(loc, paths, half, params.margin) >= 0.5
     assert half_seen.any(axis=1).mean() < 0.5, name
+  # Any fixed glimpse (a 25 x 25 grid of centres over the frame): the class says which arc of the
+  # ring the target is on, but no single place sees the target's centre in most videos.
+  grid_px = np.linspace(half, size - 1 - half, 25)
+  best = max(
+    _in_view(np.array([x, y]), paths, half).any(axis=1).mean() for x in grid_px for y in grid_px
+  )
+  assert best < 0.5
   # Uniform random glimpses, l ~ U(-1, 1)^2 independently per frame: the centre's pixel is
   # uniform on [0, size - 1] per axis, so the chance that the target's centre is in view at frame
   # t is the product over the axes of |[p - half, p + half] & [0, size - 1]| / (size - 1).

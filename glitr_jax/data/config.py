@@ -40,6 +40,8 @@ def get_synthetic_config() -> ml_collections.ConfigDict:
       ring_radius=0.0,  # > 0: the path's centre is at a uniformly random angle at this distance
       # (x (frame_size - 1)) from the frame's centre, a continuous place outside the class
       ring_width=0.0,  # the distance is drawn uniformly within +-ring_width / 2 of ring_radius
+      ring_arc=0.0,  # > 0: the first phase's identity picks one of the ring's equal sectors (the
+      # first to the right, then clockwise) and the angle is uniform on this central fraction of it
       num_places=0,  # > 0: the target's path is centred at one of P places (part of the class)
       place_layout='circle',  # 'circle' round the centre | 'row' above the centre
       place_radius=0.33,  # the circle's radius, or the row's height above the centre (x frame_size)

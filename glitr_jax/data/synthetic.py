@@ -30,7 +30,12 @@ Each video shows a small *target* among *distractors* on a textured background:
   at a uniformly random angle and a distance drawn within `ring_width` of the radius: a place
   drawn from a continuous distribution in every video, outside the class. A glimpse at the
   frame's centre, or at any fixed place, sees the target in few videos; the halo (`cue_tint`)
-  tells every glimpse where it is.
+  tells every glimpse where it is. With `ring_arc` > 0 the angle is drawn within an arc of the
+  ring's sector of the first phase's identity (`ring_angle`): still a continuous place in every
+  video, but one the class says something of, as where an action happens depends on the action.
+  A policy that sees the whole frame (the teacher's Tl on its features, which name the class
+  from the first frame) can then aim from the class; with the whole ring for every class it must
+  read the place itself, which the demo's teacher did not learn to (docs/demo_experiments.md).
 * With `num_phases` = K > 1 the target's colour pair changes K times over the clip (K equal runs
   of frames) and the class holds the whole sequence: `identities ** K` codes,
   `label = (place * codes + code) * num_motions + motion`, the first phase the code's most
@@ -125,6 +130,7 @@ class SyntheticParams:
   num_phases: int = _DEFAULTS.num_phases
   ring_radius: float = _DEFAULTS.ring_radius
   ring_width: float = _DEFAULTS.ring_width
+  ring_arc: float = _DEFAULTS.ring_arc
   num_places: int = _DEFAULTS.num_places
   place_layout: str = _DEFAULTS.place_layout
   place_radius: float = _DEFAULTS.place_radius
@@ -194,6 +200,16 @@ class SyntheticParams:
       return np.array([middle + x[place], middle - radius])
     angle = np.pi / 4 + 2 * np.pi * place / self.num_places
     return middle + radius * np.array([np.cos(angle), np.sin(angle)])
+
+  def ring_angle(self, code: int, u: float) -> float:
+    """The angle (radians, y pointing down) of a path's centre on the ring, from u ~ U(0, 1):
+    uniform on the whole ring, or with `ring_arc` > 0 on the central `ring_arc` fraction of the
+    sector of the first phase's identity (num_identities equal sectors, the first centred on the
+    right, then clockwise), so that where the evidence lies says something of the class."""
+    if not self.ring_arc:
+      return 2 * np.pi * u
+    sector = self.phase_identities(code)[0]
+    return 2 * np.pi * (sector + self.ring_arc * (u - 0.5)) / self.num_identities
 
   def _place_room(self) -> float:
     """How far a path centred at a place reaches from it (pixels): jitter, travel and the outline.
@@ -276,6 +292,11 @@ class SyntheticParams:
       0 <= self.ring_width <= 2 * self.ring_radius,
       'ring_width',
       f'must be in [0, 2 x ring_radius={2 * self.ring_radius}]',
+    )
+    check(
+      0 <= self.ring_arc <= 1 and (self.ring_arc == 0 or self.ring_radius > 0),
+      'ring_arc',
+      'must be in [0, 1] (0 = the whole ring for every class) and needs ring_radius > 0',
     )
     check(
       self.ring_radius == 0 or self.num_places == 0,
@@ -466,7 +487,7 @@ def render_video(
     target = target - target.mean(axis=0) + params.place_centre(place) + jitter
   elif params.ring_radius > 0:
     # The same motion, its path centred on the ring at a uniformly random angle and distance.
-    angle = rng.uniform(0, 2 * np.pi)
+    angle = params.ring_angle(code, rng.uniform())
     half = params.ring_width / 2
     radius = rng.uniform(params.ring_radius - half, params.ring_radius + half)
     centre = (size - 1) / 2 + radius * (size - 1) * np.array([np.cos(angle), np.sin(angle)])
