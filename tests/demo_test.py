@@ -146,16 +146,32 @@ def test_demo_runs_its_stages_and_skips_finished_ones(tmp_path):
   policies = coverage['policies']
   assert list(policies) == ['teacher', 'teacher_from_glimpses', 'student', 'baseline']
   for figures in policies.values():
-    # Per quadrant of the ring the target's path is centred on (configs/demo.py).
+    # Per sector of the ring, the one its first colour pair picks (configs/demo.py).
     assert len(figures['quarter_per_t']) == 8 and set(figures['per_place']) <= {'0', '1', '2', '3'}
     assert sum(p['videos'] for p in figures['per_place'].values()) == 12
     assert all(q <= v for q, v in zip(figures['quarter_per_t'], figures['in_view_per_t']))
   # At t = 1 the teacher's policy and its policy from glimpses are the same init_loc.
   assert policies['teacher']['mean_per_t'][0] == policies['teacher_from_glimpses']['mean_per_t'][0]
+  assert -np.inf < coverage['position_r2'] <= 1
   bands = coverage['location_pull']
   assert [b['from_px'] for b in bands] == list(policy_coverage.PULL_BANDS_PX)
   assert 0 < sum(b['count'] for b in bands) <= 12 * 8
   assert all(0 <= b['towards'] <= 1 and -1 <= b['mean_cos'] <= 1 for b in bands if b['count'])
+
+
+def test_position_readout_finds_a_linear_code_of_the_place_and_no_more():
+  rng = np.random.default_rng(0)
+  xy = rng.uniform(-1, 1, size=(200, 8, 2))
+  noise = rng.standard_normal((200, 8, 6))
+  mixed = np.concatenate([xy @ np.array([[2.0, -1.0], [0.5, 3.0]]) + 0.3, noise], axis=-1)
+  assert policy_coverage.position_readout(mixed, xy) > 1 - 1e-9  # an exact linear code
+  # Features of the class alone (independent of the place) say nothing held out.
+  assert abs(policy_coverage.position_readout(noise, xy)) < 0.05
+  # Half the variance: x coded, y not.
+  half = policy_coverage.position_readout(np.concatenate([xy[..., :1], noise], -1), xy)
+  assert abs(half - 0.5) < 0.05
+  with pytest.raises(ValueError, match='2 videos'):
+    policy_coverage.position_readout(noise[:1], xy[:1])
 
 
 def test_target_share_counts_the_target_pixels_a_glimpse_reads():

@@ -17,8 +17,9 @@ footprint, `glitr_jax.glimpse.footprint`; the target is its square with the outl
 
 Per policy: `in_view_per_t` (share of videos with any target pixel in view), `quarter_per_t`
 (at least a quarter of the target in view), `mean_per_t` (the mean share), and per place (the
-class's place, `data.synthetic.num_places` > 0, or on a ring, `ring_radius` > 0, the quadrant of
-the target's path, `ring_quadrant`) the same over t = 2..T (the first glimpse is at
+class's place, `data.synthetic.num_places` > 0; on a ring, `ring_radius` > 0, the sector of the
+target's first colour pair with `ring_arc` > 0, else the quadrant of its path, `ring_quadrant`)
+the same over t = 2..T (the first glimpse is at
 the learned `init_loc`, before the policy has seen anything). README.md's demo section counts a
 place as seen by `quarter` (a policy can read the target's colours from less: `in_view` bounds
 what it can see at all).
@@ -30,6 +31,11 @@ against its full-frame features and logits) with respect to each location. Per b
 distance in pixels from a glimpse's centre to the target's (`PULL_BANDS_PX`): how many glimpses
 (`count`), the share whose pull points within 90 degrees of the target (`towards`; 0.5 is no
 signal), and the mean cosine between the pull and the direction to the target (`mean_cos`).
+
+`position_r2` (teacher stages) is how much the teacher's full-frame features, the only input of
+its Tl, say where the target is: the held-out R^2 of a linear read-out of the target's position
+from them (`position_readout`): whether the policy's input could tell it where to look, apart
+from whether its training signal (`location_pull`) teaches it to.
 """
 
 import json
@@ -176,6 +182,28 @@ def pull_towards_target(
   return bands
 
 
+def position_readout(features_btd: np.ndarray, target_xy_bt2: np.ndarray) -> float:
+  """Held-out R^2 of a linear read-out of the target's position from per-frame features.
+
+  A least-squares fit (with a bias) from features (B, T, D) to positions (B, T, 2) on the first
+  half of the videos, scored on the second half: 1 - squared error / the positions' variance
+  about their held-out mean, over both coordinates. Near 1: the features say where the target
+  is; near 0 or below: a linear map of them does not.
+  """
+  features = np.asarray(features_btd, np.float64)
+  xy = np.asarray(target_xy_bt2, np.float64)
+  b = features.shape[0]
+  if b < 2:
+    raise ValueError(f'position_readout needs >= 2 videos (fit and held-out halves), got {b}')
+  half = b // 2
+  design = np.concatenate([features, np.ones(features.shape[:2] + (1,))], axis=-1)
+  fit = design[:half].reshape(-1, design.shape[-1])
+  weights_d2, *_ = np.linalg.lstsq(fit, xy[:half].reshape(-1, 2), rcond=None)
+  held = xy[half:].reshape(-1, 2)
+  error = held - design[half:].reshape(-1, design.shape[-1]) @ weights_d2
+  return float(1 - np.sum(error**2) / np.sum((held - held.mean(0)) ** 2))
+
+
 def _stage_dirs(workdir: str) -> dict[str, str]:
   """{stage: directory} of the trained stages in a pipeline workdir, or the workdir itself."""
   found = {s: os.path.join(workdir, s) for s in STAGES}
@@ -215,7 +243,9 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
   frames = pixels.normalize(np.stack(videos).astype(np.float32), 255.0)
   target_xy = np.stack(target_xy)
   places = np.array([params.split_label(int(label))[0] for label in labels])
-  if params.ring_radius > 0:
+  if params.ring_arc > 0:  # the ring's sector, which the first colour pair picks
+    places = np.array([params.phase_identities(params.split_label(int(y))[1])[0] for y in labels])
+  elif params.ring_radius > 0:
     places = ring_quadrant(target_xy)
   elif not params.num_places:
     places = None
@@ -250,6 +280,7 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
       report['location_pull'] = pull_towards_target(
         pull, teacher['locations'], target_xy, mc.image_size
       )
+      report['position_r2'] = position_readout(teacher['features'], target_xy)
     else:
       report['policies'][stage] = judge(student['locations'])
   return report
@@ -267,6 +298,11 @@ def format_report(report: dict) -> str:
         f'  place {place} (t >= 2, {q["videos"]} videos): in view {q["in_view"]:.2f}, '
         f'a quarter {q["quarter"]:.2f}'
       )
+  if 'position_r2' in report:
+    lines.append(
+      "position_r2 (the target's position, read linearly from the teacher's full-frame "
+      f'features; held-out R^2): {report["position_r2"]:.2f}'
+    )
   if 'location_pull' in report:
     lines.append("location_pull (the teacher's consistency terms on its locations), by distance")
     for band in report['location_pull']:
