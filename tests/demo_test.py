@@ -150,6 +150,11 @@ def test_demo_runs_its_stages_and_skips_finished_ones(tmp_path):
     assert len(figures['quarter_per_t']) == 8 and set(figures['per_place']) <= {'0', '1', '2', '3'}
     assert sum(p['videos'] for p in figures['per_place'].values()) == 12
     assert all(q <= v for q, v in zip(figures['quarter_per_t'], figures['in_view_per_t']))
+  # Each classifier that read glimpses is scored on them; the teacher's policy had full frames.
+  assert 'accuracy_per_t' not in policies['teacher']
+  for name in ('teacher_from_glimpses', 'student', 'baseline'):
+    accuracy = policies[name]['accuracy_per_t']
+    assert len(accuracy) == 8 and all(abs(a * 12 - round(a * 12)) < 1e-9 for a in accuracy)
   # At t = 1 the teacher's policy and its policy from glimpses are the same init_loc.
   assert policies['teacher']['mean_per_t'][0] == policies['teacher_from_glimpses']['mean_per_t'][0]
   assert -np.inf < coverage['position_r2'] <= 1

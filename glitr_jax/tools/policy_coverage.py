@@ -16,7 +16,9 @@ footprint, `glitr_jax.glimpse.footprint`; the target is its square with the outl
   student, baseline      each student's own policy (the 'glitr' strategy)
 
 Per policy: `in_view_per_t` (share of videos with any target pixel in view), `quarter_per_t`
-(at least a quarter of the target in view), `mean_per_t` (the mean share), and per place (the
+(at least a quarter of the target in view), `mean_per_t` (the mean share), for the policies that
+run on glimpses `accuracy_per_t` (their own classifier on those glimpses: for
+`teacher_from_glimpses`, what a student starts from), and per place (the
 class's place, `data.synthetic.num_places` > 0; on a ring, `ring_radius` > 0, the sector of the
 target's first colour pair with `ring_arc` > 0, else the quadrant of its path, `ring_quadrant`)
 the same over t = 2..T (the first glimpse is at
@@ -250,7 +252,7 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
   elif not params.num_places:
     places = None
 
-  def judge(locations):
+  def judge(locations, glimpse_logits=None):
     share = target_share(
       np.asarray(locations),
       target_xy,
@@ -258,7 +260,11 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
       mc.image_size,
       params.target_size,
     )
-    return summarise(share, places)
+    out = summarise(share, places)
+    if glimpse_logits is not None:  # the classifier that read these glimpses
+      out['accuracy_per_t'] = (np.asarray(glimpse_logits).argmax(-1) == labels[:, None]).mean(0)
+      out['accuracy_per_t'] = out['accuracy_per_t'].tolist()
+    return out
 
   report = {'workdir': workdir, 'num_videos': len(labels), 'policies': {}}
   for stage, directory in dirs.items():
@@ -268,7 +274,7 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
     if stage == 'teacher':
       teacher = inference.teacher_forward(variables, stage_config.model, frames)
       report['policies']['teacher'] = judge(teacher['locations'])
-      report['policies']['teacher_from_glimpses'] = judge(student['locations'])
+      report['policies']['teacher_from_glimpses'] = judge(student['locations'], student['logits'])
       pull = jax.jit(consistency_pull, static_argnums=0, static_argnames=('spatial', 'temporal'))(
         inference.model_for(stage_config.model),
         variables['params'],
@@ -282,7 +288,7 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
       )
       report['position_r2'] = position_readout(teacher['features'], target_xy)
     else:
-      report['policies'][stage] = judge(student['locations'])
+      report['policies'][stage] = judge(student['locations'], student['logits'])
   return report
 
 
@@ -291,8 +297,9 @@ def format_report(report: dict) -> str:
   lines = [f'{report["workdir"]}: {report["num_videos"]} validation videos']
   for name, p in report['policies'].items():
     lines.append(f'{name}')
-    for key in ('in_view_per_t', 'quarter_per_t'):
-      lines.append(f'  {key:15s} ' + ' '.join(f'{v:5.2f}' for v in p[key]))
+    for key in ('in_view_per_t', 'quarter_per_t', 'accuracy_per_t'):
+      if key in p:
+        lines.append(f'  {key:15s} ' + ' '.join(f'{v:5.2f}' for v in p[key]))
     for place, q in p.get('per_place', {}).items():
       lines.append(
         f'  place {place} (t >= 2, {q["videos"]} videos): in view {q["in_view"]:.2f}, '
