@@ -7,7 +7,7 @@ r"""The demo: GliTr end to end on `glitr_synthetic`, on a laptop's CPU.
   python main.py --config=configs/demo.py:baseline --workdir=/tmp/glitr_demo    # CE-only student
 
 Builds the synthetic benchmark (4,000 training and 1,000 validation videos, seconds), trains the
-teacher on full frames (450 steps), trains the student from it (450 steps), and evaluates it
+teacher on full frames (750 steps), trains the student from it (450 steps), and evaluates it
 (glitr_jax.pipeline runs the stages into DIR/teacher, DIR/student and DIR/eval; finished stages are
 skipped). `:baseline` trains a student with the same budget and CE only (the paper's ablation)
 into DIR/baseline and evaluates it into DIR/baseline/eval. `python -m glitr_jax.tools.demo_study
@@ -17,11 +17,13 @@ docs/demo_experiments.md give the measured results and the wall time on 2 CPU co
 The benchmark, in the paper's glimpse regime: 64x64 frames, 8 frames; the student sees 24x24
 glimpses (a side of 0.375 of the frame's; the paper's 64-128 px of 224 are 0.29-0.57). An 11-px
 two-colour target drifts right, its path centred on a ring round the frame's centre at a
-uniformly random angle (a different place in every video, drawn from a continuous distribution);
-a halo whose hue says where the target is reaches every glimpse. The class (16) is the target's
-colour pair in frames 1-4 and in frames 5-8 (4 x 4): a glimpse must find the target and see it in
-both halves of the clip, so accuracy at t <= 4 is at most 25%. A glimpse at the centre or at the
-bottom-left corner, or at uniformly random places, misses the target in most videos
+uniformly random angle within the quarter of the ring that its first colour pair picks (a
+45-degree arc: a different place in every video, drawn from a continuous distribution; where it
+happens says something of what happens, so the teacher, which sees the whole frame, knows where
+to look); a halo whose hue says where the target is reaches every glimpse. The class (16) is the
+target's colour pair in frames 1-4 and in frames 5-8 (4 x 4): a glimpse must find the target and
+see it in both halves of the clip, so accuracy at t <= 4 is at most 25%. A glimpse at the centre
+or at the bottom-left corner, or at uniformly random places, misses the target in most videos
 (tests/data_synthetic_test.py computes it). The model is a tiny GliTr (ViT of width 64 and depth 3
 on 8-px patches; temporal heads of width 64 and depth 2), trained from scratch (sine-cosine
 position tables); the teacher's Tl warms up over its first 125 steps, as the official SSv2
@@ -77,12 +79,14 @@ def get_config(arg=None):
   s.seed = c.get_ref('seed')
   # The class is the target's colour pair in frames 1-4 and in frames 5-8 (4 x 4 sequences): it
   # needs the target seen in both halves of the clip. The target's path is centred on a ring
-  # round the frame's centre (16-21 px from it, at a uniformly random angle), drifting right;
-  # a halo whose hue says where the target is reaches every glimpse. No distractors: with two
+  # round the frame's centre (16-21 px from it, at a uniformly random angle in the 45-degree arc
+  # of its first colour pair's quarter), drifting right; a halo whose hue says where the target
+  # is reaches every glimpse. No distractors: with two
   # (and a 7-px target) a teacher of this size stayed at chance for 150 steps.
   s.num_motions, s.num_phases = 1, 2
   s.num_places = 0
   s.ring_radius, s.ring_width, s.place_jitter = 0.29, 0.08, 1.0
+  s.ring_arc = 0.5
   s.speed = 0.5
   s.num_distractors = 0
   s.target_size = 11
@@ -126,7 +130,7 @@ def get_config(arg=None):
     del c[field]
   c.pipeline = dict(
     stages=STAGES[args.stage],
-    teacher=dict(num_train_steps=450, num_epochs=0.0, optim=teacher_optim, loss=teacher_loss),
+    teacher=dict(num_train_steps=750, num_epochs=0.0, optim=teacher_optim, loss=teacher_loss),
     student=dict(num_train_steps=450, num_epochs=0.0, optim=student_optim, loss=student_loss),
     baseline=dict(loss=dict(zip(('spatial', 'temporal'), common.VARIANTS['baseline']))),
   )
