@@ -81,8 +81,8 @@ def get_config(arg=None):
   # needs the target seen in both halves of the clip. The target's path is centred on a ring
   # round the frame's centre (16-21 px from it, at a uniformly random angle in the 45-degree arc
   # of its first colour pair's quarter), drifting right; a halo whose hue says where the target
-  # is reaches every glimpse. No distractors: with two
-  # (and a 7-px target) a teacher of this size stayed at chance for 150 steps.
+  # is reaches every glimpse. No distractors: with two (and a 7-px target) a teacher of this size
+  # stayed at chance for 150 steps.
   s.num_motions, s.num_phases = 1, 2
   s.num_places = 0
   s.ring_radius, s.ring_width, s.place_jitter = 0.29, 0.08, 1.0

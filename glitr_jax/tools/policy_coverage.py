@@ -262,8 +262,8 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
     )
     out = summarise(share, places)
     if glimpse_logits is not None:  # the classifier that read these glimpses
-      out['accuracy_per_t'] = (np.asarray(glimpse_logits).argmax(-1) == labels[:, None]).mean(0)
-      out['accuracy_per_t'] = out['accuracy_per_t'].tolist()
+      right = np.asarray(glimpse_logits).argmax(-1) == labels[:, None]
+      out['accuracy_per_t'] = right.mean(0).tolist()
     return out
 
   report = {'workdir': workdir, 'num_videos': len(labels), 'policies': {}}
