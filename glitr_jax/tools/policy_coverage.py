@@ -244,12 +244,13 @@ def policy_coverage(workdir: str, num_videos: int = 400) -> dict:
   )
   frames = pixels.normalize(np.stack(videos).astype(np.float32), 255.0)
   target_xy = np.stack(target_xy)
-  places = np.array([params.split_label(int(label))[0] for label in labels])
   if params.ring_arc > 0:  # the ring's sector, which the first colour pair picks
     places = np.array([params.phase_identities(params.split_label(int(y))[1])[0] for y in labels])
   elif params.ring_radius > 0:
     places = ring_quadrant(target_xy)
-  elif not params.num_places:
+  elif params.num_places:
+    places = np.array([params.split_label(int(y))[0] for y in labels])
+  else:
     places = None
 
   def judge(locations, glimpse_logits=None):
