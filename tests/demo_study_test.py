@@ -95,6 +95,8 @@ def test_study_runs_every_seed_writes_its_table_and_resumes(tmp_path):
       (finding,) = [f for text, f in findings.items() if text.startswith(start)]
       assert finding['margins'][str(seed)] == pytest.approx(margin)
       assert finding['holds'][str(seed)] == (margin >= 0)
+    (ce_lead,) = [f for t, f in findings.items() if t.startswith('spatiotemporal student >=')]
+    assert ce_lead['largest_margins'][str(seed)] == pytest.approx(100 - base[-1] - 3)
   md = (workdir / 'study.md').read_text()
   glitr = rows['glitr']
   cell = f'{100 * glitr["mean_per_t"][-1]:.1f} +- {100 * glitr["std_per_t"][-1]:.1f}'
@@ -125,3 +127,42 @@ def test_perturbed_study_goes_to_its_own_folder_and_sets_the_environment(tmp_pat
     demo_study.study_root(str(tmp_path), 'bogus')
   with pytest.raises(ValueError, match='--override'):
     demo_study.study(str(tmp_path), [0], ['eval.batch_size=8'])
+
+
+def _rows(per_seed_at_t):
+  """collect()-shaped rows: {row: {seed: [acc at t = 1, acc at t = T]}} -> rows."""
+  rows = {}
+  for name in demo_study.ROWS:
+    per_seed = {str(s): v for s, v in per_seed_at_t.get(name, {}).items()}
+    per_seed = per_seed or {str(s): [0.1, 0.2] for s in (0, 1)}
+    rows[name] = {'per_seed': per_seed, 'mean_per_t': [0.0, 0.0], 'std_per_t': [0.0, 0.0]}
+  return rows
+
+
+def test_a_finding_whose_right_hand_side_is_near_the_ceiling_is_out_of_reach():
+  # Seed 0: the CE-only student at 98.5%: a 3-point lead would need 101.5%. Seed 1: at 90%.
+  rows = _rows(
+    {'glitr': {0: [0.2, 0.99], 1: [0.2, 0.95]}, 'baseline_glitr': {0: [0.2, 0.985], 1: [0.2, 0.9]}}
+  )
+  (lead,) = [
+    f for f in demo_study.findings(rows, [0, 1]) if f['finding'].startswith('spatiotemporal')
+  ]
+  assert lead['margins'] == pytest.approx({'0': 99.0 - 98.5 - 3, '1': 95.0 - 90.0 - 3})
+  assert lead['holds'] == {'0': False, '1': True}
+  assert lead['largest_margins'] == pytest.approx({'0': -1.5, '1': 7.0})
+  assert lead['reachable'] == {'0': False, '1': True}
+  study = {
+    'seeds': [0, 1],
+    'rows': rows,
+    'perturb': '',
+    'env': {},
+    'overrides': [],
+    'min_num_examples': 1000,
+    'wall_s': {'demo': {'0': 1.0, '1': 1.0}, 'baseline': {'0': 1.0, '1': 1.0}},
+    'findings': demo_study.findings(rows, [0, 1]),
+  }
+  md = demo_study.markdown(study)
+  assert f'- {lead["finding"]}: cannot hold on seed 0 (largest margin -1.5)' in md
+  assert md.count('cannot hold on') == sum(
+    not all(f['reachable'].values()) for f in study['findings']
+  )

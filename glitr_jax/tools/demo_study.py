@@ -12,8 +12,10 @@ For each seed S the tool runs, as subprocesses (so that a perturbation can set t
 the same budget in DIR/seed_S/baseline/eval/), then writes
 
   DIR/study.md                   one table (mean +- std over seeds and every seed, at t = 1 and
-                                 t = T), the findings with their margin on every seed, the paper's
-                                 Fig. 8b and 8c diagnostics
+                                 t = T), the findings with their margin on every seed (and,
+                                 where a finding cannot hold because its right-hand side is too
+                                 near 100%, its largest margin), the paper's Fig. 8b and 8c
+                                 diagnostics
   DIR/study.json                 the same numbers (per t), the commands and their wall times
   DIR/study_accuracy_per_t.png   accuracy per t, one line per row, a +-1 std band over seeds
 
@@ -220,55 +222,74 @@ def collect(root: str, seeds: Sequence[int]) -> dict[str, Any]:
 def findings(rows: Mapping[str, Any], seeds: Sequence[int]) -> list[dict[str, Any]]:
   """The demo's findings, each with its margin (points) on every seed; holds when margin >= 0.
 
+  Each finding compares a left-hand side with a right-hand side (`lhs >= rhs + k`, margin
+  `lhs - rhs - k`). Its largest margin is what the margin would be with the left-hand side at
+  100%: a finding whose largest margin is negative on a seed cannot hold there, whatever the
+  left-hand side learns (the right-hand side is too close to the ceiling).
+
   Args:
     rows: collect()'s rows.
     seeds: the seeds.
 
   Returns:
-    [{'finding', 'margins': {seed: points}, 'holds': {seed: bool}, 'holds_on_every_seed'}].
+    [{'finding', 'margins': {seed: points}, 'holds': {seed: bool}, 'holds_on_every_seed',
+      'largest_margins': {seed: points}, 'reachable': {seed: bool}}].
   """
 
-  def at(row, seed, t):
+  def at(row, seed, t=-1):
     return 100.0 * rows[row]['per_seed'][str(seed)][t]
 
+  # (finding, lhs(seed), rhs(seed), k): the finding is lhs >= rhs + k.
   checks = [
     (
       'learned policy >= best of uniform, gaussian, center, bottom_left + 10 points (t = T)',
-      lambda s: at('glitr', s, -1) - max(at(r, s, -1) for r in FIXED_OR_RANDOM) - 10.0,
+      lambda s: at('glitr', s),
+      lambda s: max(at(r, s) for r in FIXED_OR_RANDOM),
+      10.0,
     ),
     (
       "teacher's locations >= learned policy - 2 points (t = T)",
-      lambda s: at('teacher', s, -1) - at('glitr', s, -1) + 2.0,
+      lambda s: at('teacher', s),
+      lambda s: at('glitr', s),
+      -2.0,
     ),
     (
       'teacher on full frames the best of all strategies (t = T)',
-      lambda s: (
-        at('teacher_full_frames', s, -1)
-        - max(at(r, s, -1) for r in ('glitr', 'teacher', *FIXED_OR_RANDOM))
-      ),
+      lambda s: at('teacher_full_frames', s),
+      lambda s: max(at(r, s) for r in ('glitr', 'teacher', *FIXED_OR_RANDOM)),
+      0.0,
     ),
     (
       'learned policy at t = T >= at t = 1 + 10 points',
-      lambda s: at('glitr', s, -1) - at('glitr', s, 0) - 10.0,
+      lambda s: at('glitr', s),
+      lambda s: at('glitr', s, 0),
+      10.0,
     ),
     (
       'spatiotemporal student >= CE-only student + 3 points (learned policies, t = T)',
-      lambda s: at('glitr', s, -1) - at('baseline_glitr', s, -1) - 3.0,
+      lambda s: at('glitr', s),
+      lambda s: at('baseline_glitr', s),
+      3.0,
     ),
     (
       "diagnostic (Fig. 8b): teacher's weights at the spatiotemporal student's locations >= at "
       "the CE-only student's (t = T)",
-      lambda s: at('teacher_at_glitr', s, -1) - at('teacher_at_baseline_glitr', s, -1),
+      lambda s: at('teacher_at_glitr', s),
+      lambda s: at('teacher_at_baseline_glitr', s),
+      0.0,
     ),
     (
       'diagnostic (Fig. 8c): spatiotemporal student with uniform random locations >= CE-only '
       'student with them (t = T)',
-      lambda s: at('uniform', s, -1) - at('baseline_uniform', s, -1),
+      lambda s: at('uniform', s),
+      lambda s: at('baseline_uniform', s),
+      0.0,
     ),
   ]
   out = []
-  for text, margin in checks:
-    margins = {str(s): float(margin(s)) for s in seeds}
+  for text, lhs, rhs, k in checks:
+    margins = {str(s): float(lhs(s) - rhs(s) - k) for s in seeds}
+    largest = {str(s): float(100.0 - rhs(s) - k) for s in seeds}
     holds = {s: m >= 0 for s, m in margins.items()}
     out.append(
       {
@@ -276,6 +297,8 @@ def findings(rows: Mapping[str, Any], seeds: Sequence[int]) -> list[dict[str, An
         'margins': margins,
         'holds': holds,
         'holds_on_every_seed': all(holds.values()),
+        'largest_margins': largest,
+        'reachable': {s: m >= 0 for s, m in largest.items()},
       }
     )
   return out
@@ -326,6 +349,17 @@ def markdown(study: Mapping[str, Any]) -> str:
     cells += [f'{f["margins"][str(s)]:+.1f}' for s in seeds]
     cells.append('holds' if f['holds_on_every_seed'] else 'fails')
     lines.append('| ' + ' | '.join(cells) + ' |')
+  unreachable = [f for f in study['findings'] if not all(f['reachable'].values())]
+  if unreachable:
+    lines += ['', 'Out of reach (the margin even with the left-hand side at 100%):', '']
+  for f in unreachable:
+    where = [s for s in seeds if not f['reachable'][str(s)]]
+    largest = ', '.join(f'{f["largest_margins"][str(s)]:+.1f}' for s in where)
+    lines.append(
+      f'- {f["finding"]}: cannot hold on seed{"s" * (len(where) > 1)} '
+      f'{", ".join(str(s) for s in where)} (largest margin {largest}): its right-hand side is '
+      'too near 100%.'
+    )
   lines += ['', '![accuracy per t](study_accuracy_per_t.png)', '']
   return '\n'.join(lines)
 
@@ -410,6 +444,9 @@ def study(
     margins = ', '.join(f'{m:+.1f}' for m in f['margins'].values())
     verdict = 'holds' if f['holds_on_every_seed'] else 'fails'
     print(f'[study] {verdict}: {f["finding"]} (margins {margins})', flush=True)
+    if not all(f['reachable'].values()):
+      largest = ', '.join(f'{m:+.1f}' for m in f['largest_margins'].values())
+      print(f'[study]   out of reach: largest margins {largest}', flush=True)
   return result
 
 
