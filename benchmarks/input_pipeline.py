@@ -17,8 +17,8 @@ times so that a load from elsewhere hits both alike, and prints ONE JSON object:
   videos per CPU-second of this process, which a shared machine's other load does not deflate;
   null with worker processes), their medians and [min, max].
   accelerators    what one accelerator consumes: videos/s = peak x `--assumed_mfu` / the analytic
-                  FLOPs of a training step per video (benchmarks/train_step.py's `model_flops`, run
-                  in a subprocess, for the SSv2 student and teacher configs), and the host cores
+                  FLOPs of a training step per video (`model_flops` of benchmarks/flop_count.py,
+                  for the SSv2 student and teacher configs), and the host cores
                   each path needs to feed it (that rate / the path's videos per CPU-second, or per
                   core without a CPU-time figure). Peaks: `ACCELERATORS` below (dense, per chip).
 
@@ -33,7 +33,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,8 +46,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
+import flop_count  # noqa: E402  (benchmarks/flop_count.py, beside this script)
 import jax  # noqa: E402
 
+from configs import ssv2_student, ssv2_teacher  # noqa: E402
 from glitr_jax import data  # noqa: E402
 from glitr_jax.data import device_augment  # noqa: E402
 
@@ -75,9 +76,6 @@ _DEVICE_BATCHES = flags.DEFINE_integer(
 )
 _CANVAS = flags.DEFINE_list('canvas', ['256', '456'], 'Device path: data.augment.device_canvas.')
 _MFU = flags.DEFINE_float('assumed_mfu', 0.4, 'MFU an accelerator reaches on the training step.')
-_STEP_FLOPS = flags.DEFINE_bool(
-  'step_flops', True, 'Report accelerator consumption (the analytic FLOPs, in a subprocess).'
-)
 
 # Dense peak FLOP/s per chip from the vendors' data sheets: bfloat16 matmuls, and float32 matmuls
 # at JAX's default precision (TF32 tensor cores on these GPUs, bfloat16 passes on TPUs).
@@ -109,27 +107,11 @@ def accelerator_name(device_kind: str) -> str | None:
 
 
 def step_flops_per_video() -> dict[str, int]:
-  """Analytic FLOPs of one training step per video, for the SSv2 student and teacher configs.
-
-  benchmarks/train_step.py's `model_flops`, imported in a subprocess (its absl flags would clash
-  with this script's).
-  """
-  code = (
-    'import json, sys\n'
-    f'sys.path[:0] = [{_REPO!r}, {os.path.join(_REPO, "benchmarks")!r}]\n'
-    'import train_step\n'
-    'from configs import ssv2_student, ssv2_teacher\n'
-    'out = {}\n'
-    'for stage, module in (("student", ssv2_student), ("teacher", ssv2_teacher)):\n'
-    '  c = module.get_config()\n'
-    '  out[stage] = train_step.model_flops(stage, 1, c.model.num_frames, c.model)["total"]\n'
-    'print(json.dumps(out))\n'
-  )
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  result = subprocess.run(
-    [sys.executable, '-c', code], capture_output=True, text=True, check=True, env=env
-  )
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  """Analytic FLOPs of one training step per video, for the SSv2 student and teacher configs."""
+  return {
+    stage: flop_count.model_flops(stage, 1, c.model.num_frames, c.model)['total']
+    for stage, c in (('student', ssv2_student.get_config()), ('teacher', ssv2_teacher.get_config()))
+  }
 
 
 def _write_jester_fixture(root: str) -> None:
@@ -275,7 +257,7 @@ def consumption(flops: dict[str, int], paths: dict[str, dict]) -> dict:
     'assumed_mfu': _MFU.value,
     'dtype': 'bfloat16',
     'step_flops_per_video': flops,
-    'flops_source': 'benchmarks/train_step.py model_flops, configs/ssv2_student.py and '
+    'flops_source': 'benchmarks/flop_count.py model_flops, configs/ssv2_student.py and '
     'ssv2_teacher.py (T = 16)',
     'rows': rows,
   }
@@ -325,11 +307,7 @@ def main(argv: list[str]) -> None:
     'machine_cores': os.cpu_count(),
     'paths': paths,
   }
-  if _STEP_FLOPS.value:
-    try:
-      out['accelerators'] = consumption(step_flops_per_video(), paths)
-    except subprocess.CalledProcessError as e:  # benchmarks/train_step.py does not import
-      out['accelerators'] = {'error': e.stderr.strip().splitlines()[-1:]}
+  out['accelerators'] = consumption(step_flops_per_video(), paths)
   print(json.dumps(out))
 
 
