@@ -7,23 +7,14 @@ transformers' own torch forward; a tiny random timm `VisionTransformer` is saved
 Tf with `convert.load_vit_backbone`, and its features compared with timm's `forward_features` at
 the class token (after timm's final norm). Both to 1e-5.
 
-torchvision: timm imports it when it loads (its data transforms and FrozenBatchNorm2d), and
-transformers imports it whenever it finds it installed. The torchvision wheel pip installs beside
-timm (0.28.0, built for torch 2.13's CUDA wheel) does not load beside the CPU torch 2.13.0 these
-tests run on ("operator torchvision::nms does not exist"), and neither model here uses torchvision
-at all. So transformers is imported while torchvision is marked absent (`sys.modules` entry None:
-transformers then takes its no-torchvision paths), and timm is imported against an inert stand-in
-holding only the names timm 1.0.29 reads at import (listed in `_TORCHVISION_STAND_IN`); the
-classes raise if anything instantiates them. timm's ViT code itself (timm.models.vision_transformer,
-timm.layers) runs unchanged.
+torchvision cannot load beside the CPU torch these tests run on; benchmarks/torch_compat.py says
+why and how transformers and timm are imported without it (timm's ViT code itself runs unchanged).
 """
 
-import enum
-import importlib.machinery
 import json
 import os
+import pathlib
 import sys
-import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -38,64 +29,16 @@ from glitr_jax import convert, inference
 from glitr_jax.convert import videomae as videomae_convert
 from glitr_jax.models import videomae
 
+sys.path.append(str(pathlib.Path(__file__).resolve().parents[1] / 'benchmarks'))
+import torch_compat  # noqa: E402  (benchmarks/torch_compat.py)
 
-def _mark_torchvision_absent() -> None:
-  for name in [n for n in sys.modules if n == 'torchvision' or n.startswith('torchvision.')]:
-    del sys.modules[name]
-  sys.modules['torchvision'] = None  # `import torchvision` raises, find_spec says: not installed
-
-
-class _NotTorchvision:
-  def __init__(self, *args, **kwargs):
-    raise RuntimeError('torchvision stand-in (tests/convert_hub_test.py): not the real class')
-
-
-# What timm 1.0.29 reads from torchvision at import: timm/data/transforms.py subclasses
-# transforms.ToTensor and maps InterpolationMode's members; timm/data/naflex_transforms.py imports
-# InterpolationMode; timm/layers/norm_act.py, create_norm.py and timm/utils/model.py import
-# ops.misc.FrozenBatchNorm2d; timm/data/dataset_factory.py imports six dataset classes.
-# (timm/layers/_fx.py's torchvision.models.feature_extraction is optional: its ImportError is
-# caught.)
-_TORCHVISION_STAND_IN = {
-  'torchvision': {},
-  'torchvision.transforms': {'ToTensor': _NotTorchvision},
-  'torchvision.transforms.functional': {
-    'InterpolationMode': enum.Enum(
-      'InterpolationMode',
-      {
-        n: n.lower()
-        for n in ('NEAREST', 'NEAREST_EXACT', 'BILINEAR', 'BICUBIC', 'BOX', 'HAMMING', 'LANCZOS')
-      },  # fmt: skip
-    )
-  },
-  'torchvision.ops': {},
-  'torchvision.ops.misc': {'FrozenBatchNorm2d': _NotTorchvision},
-  'torchvision.datasets': dict.fromkeys(
-    ('CIFAR100', 'CIFAR10', 'MNIST', 'KMNIST', 'FashionMNIST', 'ImageFolder'), _NotTorchvision
-  ),
-}
-
-
-def _install_torchvision_stand_in() -> None:
-  _mark_torchvision_absent()
-  for name, attributes in _TORCHVISION_STAND_IN.items():
-    module = types.ModuleType(name)
-    module.__path__ = []  # a package with no files: any other submodule is not found
-    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
-    module.__dict__.update(attributes)
-    sys.modules[name] = module
-    parent, _, child = name.rpartition('.')
-    if parent:
-      setattr(sys.modules[parent], child, module)
-
-
-_mark_torchvision_absent()
+torch_compat.mark_torchvision_absent()
 import transformers  # noqa: E402
 
-_install_torchvision_stand_in()
+torch_compat.install_torchvision_stand_in()
 from timm.models import vision_transformer as timm_vit  # noqa: E402
 
-_mark_torchvision_absent()  # the stand-in served timm's import only
+torch_compat.mark_torchvision_absent()  # the stand-in served timm's import only
 
 # ------------------------------------------------------------------------- VideoMAE (transformers)
 TINY = tiny.VIDEOMAE  # 4 frames of 32 px, 2x8x8 tubelets: 32 tokens of width 32; 5 classes.
