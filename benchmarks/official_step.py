@@ -36,6 +36,7 @@ Alternate it with train_step.py on one machine (a shared machine's load drifts):
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def build(official, stage: str, b: int, t: int, glimpse_patches: int, num_classe
     model = official.VideoTransformer(
       criterion=criterion, attntype='student', teacher=teacher, **kwargs
     )
+  shutil.rmtree(weights_dir)  # read only while the models are built
   model.train()
   optimisers = [
     torch.optim.AdamW(getattr(model, part).parameters(), weight_decay=0.05, lr=1e-5)
