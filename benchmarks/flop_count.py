@@ -17,8 +17,8 @@ over every matmul the method needs:
     and any recomputation an implementation chooses (e.g. rematerialisation): model FLOPs are
     what the method needs, so MFU shows what an implementation makes of the machine.
 With the paper's sizes (ViT-S/16 at 224 px, 96-px glimpses, temporal width 768, depth 4, 174
-classes, B = 2) a student step at T = 16 is 457 GFLOP (the frozen teacher's forward: 294) and a
-teacher step at T = 8 is 500 GFLOP.
+classes, B = 2) a student step at T = 16 is 462 GFLOP (the frozen teacher's forward: 296) and a
+teacher step at T = 8 is 499 GFLOP.
 """
 
 

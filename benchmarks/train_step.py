@@ -29,8 +29,8 @@ compiles it once ahead of time (the executable runs every step), runs `--warmup`
   plus the configuration, the per-step times, the load average, and the analytic breakdown.
 
 The analytic count is `model_flops` in benchmarks/flop_count.py, whose docstring says what it
-counts. With the paper's sizes a student step at T = 16 is 457 GFLOP (the frozen teacher's
-forward: 294) and a teacher step at T = 8 is 500 GFLOP.
+counts. With the paper's sizes a student step at T = 16 is 462 GFLOP (the frozen teacher's
+forward: 296) and a teacher step at T = 8 is 499 GFLOP.
 
   taskset -c 0,1 python benchmarks/train_step.py --stage=student --batch=2 --frames=16 --glimpse=96
   taskset -c 0,1 python benchmarks/train_step.py --stage=teacher --batch=2 --frames=8 --glimpse=96
