@@ -1,4 +1,8 @@
-"""benchmarks/step_products.py: it finds every product of a compiled program, and a tiny run."""
+"""benchmarks/hlo_products.py finds every product of a compiled program; step_products.py runs.
+
+Only the flag-free hlo_products is imported here: step_products.py defines absl flags (train_step's
+own among them) and runs in a subprocess, as a user runs it.
+"""
 
 import json
 import os
@@ -13,7 +17,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO / 'benchmarks'))
 
-import step_products  # noqa: E402
+import hlo_products  # noqa: E402  (benchmarks/hlo_products.py)
 
 
 def _compiled_text(f, *args) -> str:
@@ -23,7 +27,7 @@ def _compiled_text(f, *args) -> str:
 def test_a_linear_layers_forward_and_backward_are_three_products_of_its_flops():
   x, w = jnp.ones((96, 32)), jnp.ones((32, 48))
   loss = lambda x, w: jnp.sum(jnp.tanh(x @ w))
-  dots = step_products.hlo_dots(_compiled_text(jax.grad(loss, argnums=(0, 1)), x, w))
+  dots = hlo_products.hlo_dots(_compiled_text(jax.grad(loss, argnums=(0, 1)), x, w))
   # Forward, input gradient, weight gradient: each 2 x 96 x 32 x 48 FLOPs, whatever layouts and
   # runtimes XLA chose for them.
   assert sum(dots.values()) == 3
@@ -34,12 +38,12 @@ def test_a_linear_layers_forward_and_backward_are_three_products_of_its_flops():
 def test_batched_attention_products_keep_their_batch_and_contracting_dimensions():
   q, k = jnp.ones((2, 3, 40, 16)), jnp.ones((2, 3, 40, 16))
   scores = lambda q, k: jnp.einsum('bhqd,bhkd->bhqk', q, k, precision='highest')
-  (dot,) = step_products.hlo_dots(_compiled_text(scores, q, k))
+  (dot,) = hlo_products.hlo_dots(_compiled_text(scores, q, k))
   assert len(dot.lhs_batch) == len(dot.rhs_batch) == 2
   assert dot.flops == 2 * 2 * 3 * 40 * 40 * 16
   assert dot.precision == 'highest'
   # Timing it alone runs a product of the same shapes: it takes time and returns.
-  assert step_products.time_dot(dot, repeats=2) > 0
+  assert hlo_products.time_dot(dot, repeats=2) > 0
 
 
 def test_library_fusions_and_dot_thunks_are_told_apart():
@@ -66,13 +70,13 @@ def test_library_fusions_and_dot_thunks_are_told_apart():
       '}',
     ]
   )
-  dots = step_products.hlo_dots(text)
+  dots = hlo_products.hlo_dots(text)
   by_runtime = {d.runtime: d for d in dots}
   assert set(by_runtime) == {'ynn_fusion', 'dot'}
   assert by_runtime['ynn_fusion'].lhs == (4, 8) and by_runtime['ynn_fusion'].flops == 2 * 4 * 5 * 8
   assert by_runtime['dot'].lhs_contracting == (0,) and by_runtime['dot'].flops == 2 * 5 * 4 * 8
   with pytest.raises(ValueError, match='cannot read this HLO dot'):
-    step_products.hlo_dots('  %d = f32[2]{0} dot(f32[2,3] %x, f32[3] %y)')
+    hlo_products.hlo_dots('  %d = f32[2]{0} dot(f32[2,3] %x, f32[3] %y)')
 
 
 @pytest.mark.parametrize('stage', ['teacher', 'student'])
