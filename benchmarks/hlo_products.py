@@ -8,12 +8,11 @@ Eigen dot thunks; `hlo_dots` tells them apart.
 import collections
 import math
 import re
-import statistics
-import time
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import machine  # benchmarks/machine.py, beside this module
 
 _DTYPES = {'f32': jnp.float32, 'bf16': jnp.bfloat16, 'f16': jnp.float16, 'f64': jnp.float64}
 _DEFINITION = re.compile(r'%([\w.\-]+) = (\w+)\[([\d,]*)\]')
@@ -81,16 +80,6 @@ def hlo_dots(hlo_text: str) -> collections.Counter:
   return dots
 
 
-def _median_time(f, args, repeats: int) -> float:
-  jax.block_until_ready(f(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def time_dot(dot: Dot, repeats: int) -> float:
   """Median seconds of `dot` alone: a jitted `lax.dot_general` of its shapes and dimensions."""
   dtype = _DTYPES[dot.dtype]
@@ -100,4 +89,4 @@ def time_dot(dot: Dot, repeats: int) -> float:
   numbers = ((dot.lhs_contracting, dot.rhs_contracting), (dot.lhs_batch, dot.rhs_batch))
   precision = jax.lax.Precision.HIGHEST if dot.precision else None
   f = jax.jit(lambda a, b: jax.lax.dot_general(a, b, numbers, precision=precision))
-  return _median_time(f, (lhs, rhs), repeats)
+  return machine.time_call(f, lhs, rhs, calls=repeats)

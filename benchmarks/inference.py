@@ -136,17 +136,6 @@ def run_recompute(model, encode_fn, heads_fns, params, frames):
   return time.perf_counter() - start, times, logits
 
 
-def time_call(fn, *args, calls: int = 20) -> float:
-  """Median seconds of `fn(*args)` to its outputs, over `calls` calls after one warm-up."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(calls):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
 def time_parts(model, params, frame, b: int) -> dict:
   """Per-step seconds of a cached step's parts, each jitted alone: the crop, Tf on the B
   glimpses (with their position embeddings), and Tc's and Tl's cached steps on B features
@@ -166,9 +155,9 @@ def time_parts(model, params, frame, b: int) -> dict:
 
   crop = jax.jit(lambda f, at: glimpse_lib.extract(f, at, model.glimpse_pixels))
   return {
-    'crop_step_s': time_call(crop, frame, loc),
-    'tf_step_s': time_call(jax.jit(model.encode_glimpses), params, glimpses, loc),
-    'heads_step_s': time_call(jax.jit(heads), params, caches, feat),
+    'crop_step_s': machine.time_call(crop, frame, loc),
+    'tf_step_s': machine.time_call(jax.jit(model.encode_glimpses), params, glimpses, loc),
+    'heads_step_s': machine.time_call(jax.jit(heads), params, caches, feat),
   }
 
 

@@ -1,7 +1,9 @@
-"""What benchmarks share: the machine they ran on (merged into their JSON), random weights."""
+"""What benchmarks share, flag-free: the machine they ran on (for their JSON), weights, timing."""
 
 import os
 import platform
+import statistics
+import time
 
 import jax
 import numpy as np
@@ -57,3 +59,14 @@ def random_params(model) -> dict:
   return jax.tree.map(
     lambda s: (0.02 * rng.standard_normal(s.shape)).astype(s.dtype) + (s.ndim == 1), shapes
   )
+
+
+def time_call(fn, *args, calls: int = 20) -> float:
+  """Median seconds of `fn(*args)` to its outputs, over `calls` calls after one warm-up."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
