@@ -76,12 +76,19 @@ def hlo_dots(hlo_text: str) -> collections.Counter:
       dims.append(_ints(found.group(1)) if found else ())
     precision = 'highest' if 'operand_precision={highest' in attributes else ''
     runtime = library.get(computation, 'dot')
+    missing = [name for name in (lhs, rhs) if name not in shapes]
+    if missing:
+      raise ValueError(
+        f'hlo_products: no definition of operand %{missing[0]} of: {line.strip()[:300]}'
+      )
     dots[Dot(shapes[lhs], shapes[rhs], *dims, dtype, precision, runtime)] += 1
   return dots
 
 
 def time_dot(dot: Dot, repeats: int) -> float:
   """Median seconds of `dot` alone: a jitted `lax.dot_general` of its shapes and dimensions."""
+  if dot.dtype not in _DTYPES:
+    raise ValueError(f'hlo_products: cannot time a {dot.dtype} product (times {sorted(_DTYPES)})')
   dtype = _DTYPES[dot.dtype]
   keys = jax.random.split(jax.random.key(0))
   lhs = jax.random.normal(keys[0], dot.lhs, dtype)

@@ -77,6 +77,10 @@ def test_library_fusions_and_dot_thunks_are_told_apart():
   assert by_runtime['dot'].lhs_contracting == (0,) and by_runtime['dot'].flops == 2 * 5 * 4 * 8
   with pytest.raises(ValueError, match='cannot read this HLO dot'):
     hlo_products.hlo_dots('  %d = f32[2]{0} dot(f32[2,3] %x, f32[3] %y)')
+  with pytest.raises(ValueError, match='no definition of operand %y'):
+    hlo_products.hlo_dots('  %x = f32[2,3]{1,0} parameter(0)\n  %d = f32[2]{0} dot(%x, %y)')
+  with pytest.raises(ValueError, match='cannot time a s8 product'):
+    hlo_products.time_dot(by_runtime['dot']._replace(dtype='s8'), repeats=1)
 
 
 @pytest.mark.parametrize('stage', ['teacher', 'student'])
